@@ -1,0 +1,37 @@
+"""Hook specifications: the one extension surface of catrs-plugin.
+
+A plugin is a module with functions marked ``@hookimpl`` and named after the hooks below,
+listed under the ``catrs`` entry-point group of its package::
+
+    [project.entry-points.catrs]
+    my_method = "my_package.catrs_plugin"
+
+The built-in methods, models and datasets register exactly this way.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from catrs_plugin.methods.base import Method
+from catrs_plugin.specs import DatasetSpec, ModelSpec
+
+PROJECT = "catrs"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def catrs_register_methods() -> list[Method]:
+    """Return the training methods this plugin provides."""
+
+
+@hookspec
+def catrs_register_models() -> list[ModelSpec]:
+    """Return the architectures this plugin provides."""
+
+
+@hookspec
+def catrs_register_datasets() -> list[DatasetSpec]:
+    """Return the datasets this plugin provides."""

@@ -1,0 +1,121 @@
+"""What every training method provides: a loss on one batch, defaults and paper presets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TrainBatch:
+    """One optimizer step's data, handed to a method's loss.
+
+    Attributes
+    ----------
+    inputs : torch.Tensor
+        Clean inputs in [0, 1], shape ``(B, *input_shape)``, on the model's device.
+    targets : torch.Tensor
+        Class indices, shape ``(B,)``.
+    soft_labels : torch.Tensor or None
+        Per-example class probabilities ``(B, C)`` for methods that need them (CAT-RS).
+    sigma : float
+        Training noise level.
+    generator : torch.Generator
+        Source of every random draw the loss makes (noise, Binomial samples), on the device.
+    epoch : int
+        Current epoch (0-based), for schedules such as warm-ups.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    soft_labels: torch.Tensor | None
+    sigma: float
+    generator: torch.Generator
+    epoch: int = 0
+
+    def gaussian(self, *leading: int) -> torch.Tensor:
+        """Draw ``N(0, sigma^2 I)`` noise of shape ``(*leading, *inputs.shape)`` from the generator."""
+        shape = (*leading, *self.inputs.shape)
+        return torch.randn(shape, generator=self.generator, device=self.inputs.device) * self.sigma
+
+
+LossFunction = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered training method.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``catrs``, ``gaussian``, ...).
+    paper : str
+        Citation of the paper the method implements.
+    loss : callable
+        ``loss(model, batch: TrainBatch, **hyperparameters) -> torch.Tensor`` (a scalar).
+    defaults : mapping
+        Every hyper-parameter the loss takes, with its default.
+    presets : mapping
+        ``{preset name: {sigma: {hyper-parameter: value}}}``, e.g. the paper's CIFAR-10 settings.
+    needs_soft_labels : bool
+        Whether the loss reads ``batch.soft_labels``.
+    chunks : str or None
+        Name of the hyper-parameter that splits each loader batch into that many optimizer
+        steps (the reference code does this for M-noise methods), or None for one step.
+    description : str
+        One line for ``catrs methods``.
+    """
+
+    name: str
+    paper: str
+    loss: LossFunction
+    defaults: Mapping[str, Any]
+    presets: Mapping[str, Mapping[float, Mapping[str, Any]]] = field(default_factory=dict)
+    needs_soft_labels: bool = False
+    chunks: str | None = None
+    description: str = ""
+
+    def hyperparameters(
+        self, sigma: float | None = None, preset: str | None = None, **overrides: Any
+    ) -> dict[str, Any]:
+        """Resolve hyper-parameters: defaults, then the preset's values for ``sigma``, then overrides.
+
+        Raises
+        ------
+        ValueError
+            On an unknown hyper-parameter, preset or preset sigma; the message lists the valid ones.
+        """
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r} has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(sorted(self.defaults)) or '(none)'}"
+            )
+        params = dict(self.defaults)
+        if preset is not None:
+            if preset not in self.presets:
+                raise ValueError(
+                    f"method {self.name!r} has no preset {preset!r}; valid: {', '.join(sorted(self.presets)) or '(none)'}"
+                )
+            table = self.presets[preset]
+            if sigma is None or float(sigma) not in table:
+                raise ValueError(
+                    f"preset {preset!r} of method {self.name!r} is defined for sigma in "
+                    f"{{{', '.join(str(s) for s in sorted(table))}}}, got {sigma!r}"
+                )
+            params.update(table[float(sigma)])
+        params.update(overrides)
+        return params
+
+    def compute_loss(self, model: nn.Module, batch: TrainBatch, hyperparameters: Mapping[str, Any]) -> torch.Tensor:
+        """Call the loss, checking that soft labels are there when the method needs them."""
+        if self.needs_soft_labels and batch.soft_labels is None:
+            raise ValueError(
+                f"method {self.name!r} needs soft labels: pass soft_labels (an array of shape "
+                "(examples, classes)), e.g. from catrs_plugin.smoothed_soft_labels(teacher, x, sigma)"
+            )
+        return self.loss(model, batch, **hyperparameters)

@@ -1,0 +1,29 @@
+"""Gaussian data augmentation (Cohen, Rosenfeld and Kolter, ICML 2019).
+
+Loss: ``CE(f(x + d), y)`` with one ``d ~ N(0, sigma^2 I)`` per example, as in the reference
+``train.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catrs_plugin.methods.base import Method, TrainBatch
+
+
+def gaussian_loss(model: nn.Module, batch: TrainBatch) -> torch.Tensor:
+    """Cross-entropy of the model on one Gaussian-noised copy of each input."""
+    noisy = batch.inputs + batch.gaussian()
+    return F.cross_entropy(model(noisy), batch.targets)
+
+
+GAUSSIAN = Method(
+    name="gaussian",
+    paper="Cohen, Rosenfeld, Kolter. Certified Adversarial Robustness via Randomized Smoothing. ICML 2019",
+    loss=gaussian_loss,
+    defaults={},
+    presets={"paper": {0.25: {}, 0.5: {}, 1.0: {}}},
+    description="Gaussian noise augmentation: cross-entropy on x + N(0, sigma^2 I)",
+)

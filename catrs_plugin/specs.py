@@ -1,0 +1,66 @@
+"""Descriptions of registered models and datasets (methods: :class:`catrs_plugin.methods.Method`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    Attributes
+    ----------
+    name : str
+        Architecture name, as stored in checkpoints' ``arch`` field.
+    factory : callable
+        ``factory(num_classes=..., in_chans=...) -> nn.Module`` building the network *without*
+        normalisation; :meth:`catrs_plugin.registry.Registry.create_model` prepends the
+        dataset's :class:`~catrs_plugin.models.NormalizeLayer`.
+    description : str
+        One line for listings.
+    """
+
+    name: str
+    factory: Callable[..., nn.Module]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    Attributes
+    ----------
+    name : str
+        Dataset name used on the command line.
+    num_classes : int
+        Number of classes.
+    input_shape : tuple of int
+        Shape of one example, channels first (e.g. ``(3, 32, 32)``).
+    mean, std : tuple of float
+        Per-channel normalisation applied inside the model.
+    load : callable
+        ``load(split, data_dir=None, n_examples=None) -> (x, y)``: ``x`` float32 in [0, 1] of
+        shape ``(n, *input_shape)``, ``y`` int64 of shape ``(n,)``.
+    default_arch : str
+        Architecture used when none is given.
+    splits : tuple of str
+        Valid values of ``split``.
+    description : str
+        One line for listings, including where the data is published.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    load: Callable[..., tuple[np.ndarray, np.ndarray]]
+    default_arch: str
+    splits: tuple[str, ...] = ("train", "test")
+    description: str = ""

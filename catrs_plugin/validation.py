@@ -1,0 +1,163 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises :class:`ValueError` whose message names the argument, the accepted range
+and the value received, so that a bad call fails at once and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def check_sigma(sigma: float, name: str = "sigma") -> float:
+    """Return ``sigma`` as a float if it is a finite number greater than zero."""
+    value = _as_float(sigma, name)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
+    return value
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+    """Return ``alpha`` as a float if it lies strictly between 0 and 1."""
+    value = _as_float(alpha, name)
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"{name} must lie in the open interval (0, 1), got {alpha!r}")
+    return value
+
+
+def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    """Return ``value`` if it is an integer no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_non_negative(value: float, name: str) -> float:
+    """Return ``value`` as a float if it is finite and not negative."""
+    number = _as_float(value, name)
+    if not (number >= 0.0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def check_inputs(
+    x: np.ndarray | torch.Tensor,
+    name: str = "x",
+    input_shape: Sequence[int] | None = None,
+    unit_range: bool = False,
+) -> None:
+    """Check a batch of inputs: non-empty, finite, optionally of a given per-example shape.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or torch.Tensor
+        Batch of inputs, first axis indexes examples.
+    name : str
+        Argument name used in error messages.
+    input_shape : sequence of int, optional
+        Expected shape of one example, e.g. ``(3, 32, 32)``; the first entry is the channel count.
+    unit_range : bool
+        Also require every value to lie in [0, 1] (models here see pixels in [0, 1]).
+    """
+    shape = tuple(x.shape)
+    if len(shape) == 0 or shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {shape}); pass at least one example")
+    data = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if data.is_floating_point() and not bool(torch.isfinite(data).all()):
+        raise ValueError(f"{name} contains NaN or inf values; inputs must be finite")
+    if input_shape is not None:
+        expected = tuple(int(s) for s in input_shape)
+        if len(shape) != len(expected) + 1:
+            raise ValueError(
+                f"{name} must have shape (n, {', '.join(map(str, expected))}), got {shape}"
+            )
+        if shape[1] != expected[0]:
+            raise ValueError(
+                f"{name} has {shape[1]} channels, expected {expected[0]} (shape (n, "
+                f"{', '.join(map(str, expected))})), got shape {shape}"
+            )
+        if shape[1:] != expected:
+            raise ValueError(
+                f"{name} must have shape (n, {', '.join(map(str, expected))}), got {shape}"
+            )
+    if unit_range:
+        low, high = float(data.min()), float(data.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(
+                f"{name} must lie in [0, 1] (normalisation belongs inside the model), "
+                f"got values in [{low:.4g}, {high:.4g}]"
+            )
+
+
+def check_labels(y: np.ndarray | torch.Tensor, num_classes: int, n: int, name: str = "y") -> np.ndarray:
+    """Return integer class labels of length ``n`` in ``[0, num_classes)``.
+
+    One-hot labels of shape ``(n, num_classes)`` (ART's convention) are reduced with argmax.
+    """
+    labels = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] == num_classes:
+        labels = labels.argmax(axis=1)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(
+            f"{name} must hold {n} class indices (shape ({n},)) or one-hot rows "
+            f"(shape ({n}, {num_classes})), got shape {labels.shape}"
+        )
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+    elif labels.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"{name} must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
+def check_soft_labels(
+    soft_labels: np.ndarray | torch.Tensor, n: int, num_classes: int, name: str = "soft_labels"
+) -> np.ndarray:
+    """Return soft labels as float32 of shape ``(n, num_classes)`` with rows summing to 1."""
+    probs = (
+        soft_labels.detach().cpu().numpy()
+        if isinstance(soft_labels, torch.Tensor)
+        else np.asarray(soft_labels)
+    )
+    if probs.shape != (n, num_classes):
+        raise ValueError(
+            f"{name} must have shape ({n}, {num_classes}) (one probability row per training "
+            f"example), got {probs.shape}"
+        )
+    probs = probs.astype(np.float64)
+    if not np.all(np.isfinite(probs)) or probs.min() < 0.0:
+        raise ValueError(f"{name} must hold finite probabilities >= 0")
+    sums = probs.sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1.0)))
+    if abs(sums[worst] - 1.0) > 1e-3:
+        raise ValueError(
+            f"{name} rows must sum to 1 (tolerance 1e-3); row {worst} sums to {sums[worst]:.6g}"
+        )
+    return probs.astype(np.float32)
+
+
+def check_choice(value: str, choices: Sequence[str], name: str) -> str:
+    """Return ``value`` if it is one of ``choices``; otherwise list the valid ones."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(sorted(choices))}")
+    return value
+
+
+def _as_float(value: float, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
