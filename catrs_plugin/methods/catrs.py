@@ -11,7 +11,7 @@ Per example, with M noises ``d_1..d_M ~ N(0, sigma^2 I)`` and soft label ``p``:
    ``mean_i KL(p || softmax f(x + d_i))`` from ``d_i`` (model in eval mode, parameters frozen),
    step ``2 * epsilon / num_steps`` along the normalised gradient, then projection of
    ``d_i* - d_i`` onto the L2 ball of radius ``epsilon`` and rescaling of ``d_i*`` to the mean
-   and root-mean-square of ``d_i``;
+   and root-mean-square of ``d_i`` (see :func:`match_moments`);
 5. ``L_high = max_i KL(p || softmax f(x + d_i*))`` (train mode);
 6. ``loss = mean(L_low + lbd * 1[K == M] * L_high)``.
 
@@ -38,10 +38,12 @@ def project_l2(delta: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 def match_moments(noise: torch.Tensor, mean: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
-    """Give each row of ``noise`` the target mean and root-mean-square.
+    """Rescale each row of ``noise`` towards the starting noise's statistics, as the reference does.
 
-    As the reference code does, the row is centred and divided by its own root-mean-square
-    (not its standard deviation), then scaled by ``rms`` and shifted by ``mean``.
+    The row is centred, divided by its own root-mean-square (not its standard deviation),
+    multiplied by ``rms`` and shifted by ``mean``. Its mean becomes ``mean`` exactly; its
+    root-mean-square equals ``rms`` when the row is zero-mean, and is close to it for Gaussian
+    noise, whose mean is near zero.
     """
     own_mean = noise.mean(dim=1, keepdim=True)
     own_rms = noise.pow(2).mean(dim=1, keepdim=True).sqrt()

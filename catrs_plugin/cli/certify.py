@@ -1,0 +1,73 @@
+"""``catrs certify`` and ``catrs predict``: the reference ``certify.py`` / ``predict.py`` arguments.
+
+Rerunning an interrupted command continues after the last complete row of OUTFILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from catrs_plugin.certification import certify_to_file, predict_to_file, select_indices
+from catrs_plugin.checkpoint import load_checkpoint
+from catrs_plugin.cli._common import AUTOCAST, add_data_arguments, add_device_argument, load_split, resolve_device
+from catrs_plugin.validation import check_sigma
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    for name, helper in (("certify", "CERTIFY"), ("predict", "PREDICT")):
+        parser = subparsers.add_parser(
+            name,
+            help=f"run Cohen et al.'s {helper} over a dataset split into a Cohen-format TSV (resumable)",
+            description=f"Run {helper} (Cohen et al., 2019) on every --skip-th example of a split.",
+        )
+        parser.add_argument("dataset", help="registered dataset name, e.g. digits or cifar10")
+        parser.add_argument("base_classifier", help="checkpoint of the base classifier (ours or the reference code's)")
+        parser.add_argument("sigma", type=float, help="noise level")
+        parser.add_argument("outfile", help="output TSV; an existing file is continued, not overwritten")
+        parser.add_argument("--batch", type=int, default=1000, help="noisy samples per forward batch (default: 1000)")
+        parser.add_argument("--skip", type=int, default=1, help="certify every skip-th example (default: 1)")
+        parser.add_argument("--max", type=int, default=-1, help="stop before this example index (default: -1, all)")
+        parser.add_argument("--split", default="test", help="dataset split (default: test)")
+        if name == "certify":
+            parser.add_argument("--N0", type=int, default=100, help="selection samples (default: 100)")
+        parser.add_argument("--N", type=int, default=100_000, help="estimation samples (default: 100000)")
+        parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
+        parser.add_argument("--amp", choices=sorted(AUTOCAST), default=None,
+                            help="run the classifier under autocast in this precision (default: fp32)")
+        parser.add_argument("--restart", action="store_true", help="overwrite OUTFILE instead of continuing it")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_device_argument(parser)
+        add_data_arguments(parser)
+        parser.set_defaults(func=run_certify if name == "certify" else run_predict)
+
+
+def _prepare(args: argparse.Namespace):
+    sigma = check_sigma(args.sigma)
+    device = resolve_device(args.device)
+    spec, x, y = load_split(args.dataset, args.split, args.data_dir)
+    model = load_checkpoint(args.base_classifier, map_location=device)
+    indices = select_indices(len(x), args.skip, args.max)
+    return sigma, spec, model, x, y, indices
+
+
+def run_certify(args: argparse.Namespace) -> int:
+    sigma, spec, model, x, y, indices = _prepare(args)
+    written = certify_to_file(
+        model, spec.num_classes, sigma, x, y, args.outfile, indices,
+        n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
+        autocast_dtype=AUTOCAST.get(args.amp), resume=not args.restart, progress=not args.quiet,
+    )
+    print(f"wrote {written} rows to {args.outfile} ({len(indices) - written} already done)")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    sigma, spec, model, x, y, indices = _prepare(args)
+    written = predict_to_file(
+        model, spec.num_classes, sigma, x, y, args.outfile, indices,
+        n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
+        autocast_dtype=AUTOCAST.get(args.amp), resume=not args.restart, progress=not args.quiet,
+    )
+    print(f"wrote {written} rows to {args.outfile} ({len(indices) - written} already done)")
+    return 0

@@ -1,0 +1,44 @@
+"""Paper-style tables of certification summaries (plain text or Markdown)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from catrs_plugin.metrics import format_radius
+
+
+def format_table(
+    summaries: Sequence[dict],
+    radii: Sequence[float],
+    markdown: bool = False,
+    label_key: str = "path",
+) -> str:
+    """One row per summary: label, n, ACR and certified accuracy (percent) at each radius.
+
+    Parameters
+    ----------
+    summaries : sequence of dict
+        Outputs of :func:`catrs_plugin.metrics.summarize` (extra keys are ignored).
+    radii : sequence of float
+        Radii whose certified accuracy becomes a column.
+    markdown : bool
+        A Markdown pipe table instead of aligned plain text.
+    label_key : str
+        Summary entry naming the row (``path``, or ``method`` in comparisons).
+    """
+    header = [label_key, "n", "ACR", *(f"{r:.2f}" for r in radii)]
+    rows = [
+        [
+            str(summary[label_key]),
+            str(summary["n"]),
+            f"{summary['acr']:.3f}",
+            *(f"{100 * summary['certified_accuracy'][format_radius(r)]:.1f}" for r in radii),
+        ]
+        for summary in summaries
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in [header, *rows])

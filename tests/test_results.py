@@ -1,0 +1,107 @@
+"""Cohen-format files: writing, reading, resuming, and the paper's numbers from the released files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from catrs_plugin.cli import main
+from catrs_plugin.metrics import average_certified_radius, certified_accuracy, default_radii
+from catrs_plugin.results import (
+    CERTIFY_HEADER,
+    ResultWriter,
+    format_certify_row,
+    parse_time,
+    read_certify_results,
+)
+
+PAPER_ACR = {
+    "cohen": {"0.25": 0.424, "0.5": 0.525, "1.0": 0.511},
+    "stab": {"0.25": 0.420, "0.5": 0.531, "1.0": 0.514},
+    "salman": {"0.25": 0.544, "0.5": 0.684, "1.0": 0.790},
+    "macer": {"0.25": 0.531, "0.5": 0.691, "1.0": 0.744},
+    "consistency": {"0.25": 0.552, "0.5": 0.720, "1.0": 0.756},
+    "smoothmix": {"0.25": 0.553, "0.5": 0.736},
+    "cat-rs": {"0.25": 0.562, "0.5": 0.757, "1.0": 0.815},
+}
+
+
+def test_row_format_matches_certify_py():
+    assert format_certify_row(3, 7, 7, 0.52912, 8.591588) == "3\t7\t7\t0.529\t1\t0:00:08.591588"
+    assert format_certify_row(4, 1, -1, 0.0, 0.5) == "4\t1\t-1\t0.0\t0\t0:00:00.500000"
+    assert parse_time("0:00:08.591588") == pytest.approx(8.591588)
+    assert parse_time("1 day, 1:00:00") == pytest.approx(90000.0)
+
+
+def test_writer_resumes_after_last_complete_row(tmp_path):
+    path = tmp_path / "out.tsv"
+    with ResultWriter(path) as writer:
+        writer.write(format_certify_row(0, 1, 1, 0.5, 1.0))
+        writer.write(format_certify_row(5, 2, 3, 0.25, 1.0))
+    with open(path, "a") as handle:
+        handle.write("10\t1\t1\t0.")  # a row cut off by a crash
+    writer = ResultWriter(path)
+    assert writer.done == {0, 5}
+    writer.write(format_certify_row(10, 1, 1, 0.75, 1.0))
+    writer.close()
+    results = read_certify_results(path)
+    assert list(results.idx) == [0, 5, 10]
+    assert list(results.correct) == [1, 0, 1]
+
+
+def test_writer_refuses_a_foreign_file(tmp_path):
+    path = tmp_path / "other.tsv"
+    path.write_text("something else\n")
+    with pytest.raises(ValueError, match="header"):
+        ResultWriter(path)
+
+
+def test_reader_names_file_and_line_of_a_bad_row(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_text("\t".join(CERTIFY_HEADER) + "\n0\t1\t1\tabc\t1\t0:00:01\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:2"):
+        read_certify_results(path)
+
+
+def test_metrics_definitions():
+    radius = np.array([0.5, 1.0, 0.0, 2.0])
+    correct = np.array([1, 1, 0, 0])
+    assert average_certified_radius(radius, correct) == pytest.approx(1.5 / 4)
+    assert list(certified_accuracy(radius, correct, [0.0, 0.5, 0.75, 1.0, 1.5])) == [0.5, 0.5, 0.25, 0.25, 0.0]
+    assert default_radii(1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize("method", sorted(PAPER_ACR))
+def test_analyze_reproduces_the_papers_cifar10_acr(reference_dir, capsys, method):
+    expected = PAPER_ACR[method]
+    files = [str(reference_dir / "cifar10" / method / f"noise_{s}.tsv") for s in expected]
+    assert main(["analyze", *files, "--format", "json"]) == 0
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["path"] for s in summaries] == files
+    for summary, sigma in zip(summaries, expected):
+        assert summary["n"] == 10_000
+        assert round(summary["acr"], 3) == expected[sigma]
+        assert 0.0 <= summary["certified_accuracy"]["0.5"] <= summary["certified_accuracy"]["0.0"] <= 1.0
+
+
+def test_analyze_reproduces_imagenet_and_certified_accuracy(reference_dir, capsys):
+    imagenet = reference_dir / "imagenet" / "cat-rs_noise_1.0.tsv"
+    cifar = reference_dir / "cifar10" / "cat-rs" / "noise_0.25.tsv"
+    assert main(["analyze", str(imagenet), str(cifar), "--radii", "0", "0.25", "0.5", "0.75", "--format", "json"]) == 0
+    inet, cat = json.loads(capsys.readouterr().out)
+    assert (inet["n"], round(inet["acr"], 3)) == (500, 1.071)
+    # CAT-RS, CIFAR-10, sigma = 0.25 row of the paper's Table 1: 76.3 / 68.1 / 58.8 / 48.2.
+    assert [round(100 * cat["certified_accuracy"][r], 1) for r in ("0.0", "0.25", "0.5", "0.75")] == [76.3, 68.1, 58.8, 48.2]
+
+
+def test_analyze_table_and_markdown(reference_dir, capsys):
+    path = str(reference_dir / "cifar10" / "cohen" / "noise_0.5.tsv")
+    assert main(["analyze", path, "--format", "markdown", "--radii", "0", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "| path | n | ACR | 0.00 | 1.00 |"
+    assert "| 0.525 |" in lines[2]
+
+
+def test_analyze_missing_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nope.tsv")]) == 2
+    assert "nope.tsv" in capsys.readouterr().err
