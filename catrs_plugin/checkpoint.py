@@ -55,10 +55,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"checkpoint {str(path)!r} holds objects other than tensors and plain values, which "
-            f"weights_only=True refuses to load (it may contain pickled code): {error}"
-        ) from None
+        if zipfile.is_zipfile(path):
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds objects other than tensors and plain values, which "
+                f"weights_only=True refuses to load (it may contain pickled code): {error}"
+            ) from None
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {error}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {error}") from None
     if not isinstance(payload, dict):

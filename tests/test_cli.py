@@ -1,0 +1,95 @@
+"""The ``catrs`` command: train, certify, predict end to end, resuming, and argument errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from catrs_plugin.cli import main
+from catrs_plugin.results import read_certify_results
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "gaussian.pt"
+    assert main(["train", "--dataset", "digits", "--method", "gaussian", "--sigma", "0.25", "--epochs", "3",
+                 "--batch", "64", "--checkpoint", str(path), "--quiet", "--device", "cpu"]) == 0
+    return path
+
+
+def _certify(checkpoint, out, *extra):
+    return main(["certify", "digits", str(checkpoint), "0.25", str(out), "--N0", "50", "--N", "500",
+                 "--batch", "400", "--quiet", "--device", "cpu", *extra])
+
+
+def test_certify_resumes_after_the_last_complete_row(checkpoint, tmp_path):
+    whole, part = tmp_path / "whole.tsv", tmp_path / "part.tsv"
+    assert _certify(checkpoint, whole, "--max", "12", "--skip", "2") == 0
+    assert _certify(checkpoint, part, "--max", "6", "--skip", "2") == 0
+    with open(part, "a") as handle:
+        handle.write("6\t4\t")  # a row cut short by a crash
+    assert _certify(checkpoint, part, "--max", "12", "--skip", "2") == 0
+    a, b = read_certify_results(whole), read_certify_results(part)
+    assert list(a.idx) == list(b.idx) == [0, 2, 4, 6, 8, 10]
+    for column in ("label", "predict", "radius", "correct"):
+        np.testing.assert_array_equal(getattr(a, column), getattr(b, column))
+    assert a.correct.mean() > 0.5
+
+
+def test_predict_writes_cohen_predict_rows(checkpoint, tmp_path):
+    out = tmp_path / "predict.tsv"
+    assert main(["predict", "digits", str(checkpoint), "0.25", str(out), "--N", "300", "--max", "5",
+                 "--quiet", "--device", "cpu"]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "idx\tlabel\tpredict\tcorrect\ttime"
+    assert [line.split("\t")[0] for line in lines[1:]] == ["0", "1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--N0", "0"], "N0 must be an integer >= 1"),
+        (["--N", "0"], "N must be an integer >= 1"),
+        (["--alpha", "1.5"], "alpha must lie in the open interval (0, 1)"),
+        (["--batch", "0"], "batch_size must be an integer >= 1"),
+        (["--skip", "0"], "skip must be an integer >= 1"),
+        (["--split", "validation"], "--split must be one of train, test"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_argument(checkpoint, tmp_path, capsys, args, message):
+    assert _certify(checkpoint, tmp_path / "x.tsv", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_sigma_dataset_and_checkpoint(checkpoint, tmp_path, capsys):
+    assert main(["certify", "digits", str(checkpoint), "0", str(tmp_path / "x.tsv")]) == 2
+    assert "sigma must be a finite number > 0" in capsys.readouterr().err
+    assert main(["certify", "cifar1000", str(checkpoint), "0.25", str(tmp_path / "x.tsv")]) == 2
+    assert "unknown dataset 'cifar1000'; valid:" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_text("garbage")
+    assert main(["certify", "digits", str(bad), "0.25", str(tmp_path / "x.tsv")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_train_catrs_needs_soft_labels_of_the_right_shape(tmp_path, capsys):
+    base = ["train", "--dataset", "digits", "--method", "catrs", "--sigma", "0.25", "--epochs", "1",
+            "--checkpoint", str(tmp_path / "c.pt"), "--quiet"]
+    assert main(base) == 2
+    assert "--soft-labels" in capsys.readouterr().err
+    soft = tmp_path / "soft.npy"
+    np.save(soft, np.full((10, 10), 0.1, np.float32))
+    assert main([*base, "--soft-labels", str(soft)]) == 2
+    assert "must have shape" in capsys.readouterr().err
+    assert main([*base, "--method", "nope"]) == 2
+    assert "unknown method 'nope'; valid:" in capsys.readouterr().err
+    assert main([*base, "--hp", "lambda=3"]) == 2
+    assert "no hyper-parameter 'lambda'" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run([sys.executable, "-m", "catrs_plugin.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("train", "certify", "predict", "analyze", "demo"):
+        assert command in result.stdout
