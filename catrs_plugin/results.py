@@ -27,7 +27,7 @@ def format_time(seconds: float) -> str:
 
 
 def parse_time(text: str) -> float:
-    """Seconds from a ``H:MM:SS[.ffffff]`` (optionally ``D day(s), ``-prefixed) field."""
+    """Seconds from a ``H:MM:SS[.ffffff]`` field, optionally prefixed by ``D day(s),``."""
     match = _TIME.match(text.strip())
     if match is None:
         raise ValueError(f"time field {text!r} is not of the form H:MM:SS.ffffff")
