@@ -1,16 +1,21 @@
-"""The core's built-in registrations: the CAT-RS and Gaussian methods and the digits CNN."""
+"""The core's built-in registrations: the methods of the CAT-RS paper's table and the digits CNN."""
 
 from __future__ import annotations
 
 from catrs_plugin.hookspecs import hookimpl
 from catrs_plugin.methods import CATRS, GAUSSIAN, Method
+from catrs_plugin.methods.consistency import CONSISTENCY
+from catrs_plugin.methods.macer import MACER
+from catrs_plugin.methods.smoothadv import SMOOTHADV
+from catrs_plugin.methods.smoothmix import SMOOTHMIX
+from catrs_plugin.methods.stability import STABILITY
 from catrs_plugin.models import digits_cnn
 from catrs_plugin.specs import ModelSpec
 
 
 @hookimpl
 def catrs_register_methods() -> list[Method]:
-    return [GAUSSIAN, CATRS]
+    return [GAUSSIAN, STABILITY, SMOOTHADV, MACER, CONSISTENCY, SMOOTHMIX, CATRS]
 
 
 @hookimpl

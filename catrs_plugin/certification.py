@@ -52,9 +52,11 @@ def certify_to_file(
     n0: int = 100,
     n: int = 100_000,
     alpha: float = 0.001,
-    batch_size: int = 1000,
+    batch_size: int | str = 1000,
     seed: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    compile_mode: str | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> int:
@@ -74,8 +76,10 @@ def certify_to_file(
         Cohen-format TSV; its complete rows are kept and skipped when ``resume`` is true.
     indices : array of int, optional
         Data-set indices to certify (default: all).
-    n0, n, alpha, batch_size, seed, autocast_dtype
+    n0, n, alpha
         As in :meth:`Smooth.certify`.
+    batch_size, seed, autocast_dtype, channels_last, compile_mode
+        As in :class:`Smooth` (``batch_size="auto"`` sizes batches from free GPU memory).
     resume : bool
         Continue an existing file instead of overwriting it.
     progress : bool
@@ -88,7 +92,8 @@ def certify_to_file(
     """
     n0, n = check_positive_int(n0, "N0"), check_positive_int(n, "N")
     alpha = check_alpha(alpha)
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype)
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
+                    channels_last=channels_last, compile_mode=compile_mode)
     return _run(
         smooth, x, y, outfile, indices, CERTIFY_HEADER, n0 + n, resume, progress,
         lambda batch, keys: smooth.certify(batch, n0, n, alpha, indices=keys),
@@ -107,16 +112,19 @@ def predict_to_file(
     *,
     n: int = 100_000,
     alpha: float = 0.001,
-    batch_size: int = 1000,
+    batch_size: int | str = 1000,
     seed: int = 0,
     autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    compile_mode: str | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> int:
     """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``."""
     n = check_positive_int(n, "N")
     alpha = check_alpha(alpha)
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype)
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
+                    channels_last=channels_last, compile_mode=compile_mode)
     return _run(
         smooth, x, y, outfile, indices, PREDICT_HEADER, n, resume, progress,
         lambda batch, keys: (smooth.predict(batch, n, alpha, indices=keys),),
@@ -131,7 +139,7 @@ def _run(smooth, x, y, outfile, indices, header, per_example, resume, progress, 
     selected = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(selected) and (selected.min() < 0 or selected.max() >= len(x)):
         raise ValueError(f"indices must lie in [0, {len(x)}), got [{selected.min()}, {selected.max()}]")
-    group = max(1, -(-smooth.batch_size // per_example))
+    group = max(1, -(-smooth.resolve_batch_size(tuple(x.shape[1:])) // per_example))
     written = 0
     with ResultWriter(outfile, header, resume=resume) as writer:
         todo = np.array([i for i in selected if int(i) not in writer.done], dtype=np.int64)

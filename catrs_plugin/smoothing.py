@@ -4,17 +4,23 @@ The smoothed classifier is ``g(x) = argmax_c P(f(x + d) = c)`` with ``d ~ N(0, s
 :class:`Smooth` follows the structure of Cohen et al.'s ``core.py`` with two changes that
 leave every decision rule intact:
 
-* many inputs share one forward batch, noise is drawn on the model's device and the class
-  counts stay on the device until a whole call is done;
+* many inputs share one forward batch; noise is drawn on the model's device straight into a
+  preallocated batch buffer and the class counts stay on the device until a whole call is
+  done (one host transfer per call, none per batch);
 * every draw comes from a generator seeded by ``(seed, example index, phase)`` and drawn in
   fixed blocks of :data:`NOISE_BLOCK` samples, so a result depends only on the seed and the
   example's index: not on the batch size, on which other examples share the call, or on the
   order in which examples are processed. Any subset of a data set certifies to exactly the
   numbers the full run gives for those examples.
+
+Options that trade exactness for speed (``autocast_dtype``, ``channels_last``,
+``compile_mode``) are off by default; with them off, the counts equal those of a
+straightforward per-example, per-block loop over the same noise stream.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -35,6 +41,16 @@ SELECTION, ESTIMATION, PREDICTION, SOFT_LABELS = 0, 1, 2, 3
 
 #: Samples drawn per generator call. Fixing it makes the stream independent of the batch size.
 NOISE_BLOCK = 100
+
+#: ``batch_size="auto"`` off CUDA: large enough to amortise per-batch overhead on a CPU.
+CPU_AUTO_BATCH = 1000
+
+#: ``batch_size="auto"`` on CUDA: share of the free memory the batch may take, and bounds.
+AUTO_MEMORY_FRACTION = 0.5
+AUTO_BATCH_LIMITS = (NOISE_BLOCK, 16_384)
+
+#: Samples in the forward pass that measures per-sample memory for ``batch_size="auto"``.
+AUTO_PROBE = 256
 
 
 def derive_seed(*keys: int) -> int:
@@ -63,8 +79,12 @@ class Smooth:
         Number of classes.
     sigma : float
         Noise level, the standard deviation of the Gaussian noise (> 0).
-    batch_size : int
-        Noisy samples per forward pass; samples of several inputs share a batch.
+    batch_size : int or "auto"
+        Noisy samples per forward pass; samples of several inputs share a batch. ``"auto"``
+        sizes the batch from the free GPU memory (a probe forward measures the memory one
+        sample takes) and uses :data:`CPU_AUTO_BATCH` on other devices. Results do not
+        depend on it. On the GPU an out-of-memory error halves the forward batch and retries
+        the same samples, so a long run slows down instead of failing.
     seed : int
         Seed of every noise stream; the same seed gives the same counts.
     input_shape : sequence of int, optional
@@ -72,6 +92,14 @@ class Smooth:
     autocast_dtype : torch.dtype, optional
         Run the base classifier under ``torch.autocast`` with this dtype (``torch.bfloat16`` or
         ``torch.float16``). Off by default: results then equal the fp32 computation exactly.
+    channels_last : bool
+        Convert the model (in place) and each 4-d batch to the ``channels_last`` memory format,
+        which speeds up convolutions on recent GPUs, above all under autocast. The noise is
+        unchanged, but convolution kernels may round differently. Off by default.
+    compile_mode : str, optional
+        Run the base classifier through ``torch.compile`` with this mode (``"default"``,
+        ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``). Pays off for long runs
+        on the GPU; fused kernels may round differently. Off by default.
     progress : bool
         Show a progress bar over the noisy samples.
     """
@@ -84,21 +112,33 @@ class Smooth:
         num_classes: int,
         sigma: float,
         *,
-        batch_size: int = 1000,
+        batch_size: int | str = 1000,
         seed: int = 0,
         input_shape: Sequence[int] | None = None,
         autocast_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        compile_mode: str | None = None,
         progress: bool = False,
     ) -> None:
         self.base_classifier = base_classifier
         self.num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
-        self.batch_size = check_positive_int(batch_size, "batch_size")
+        if batch_size != "auto":
+            batch_size = check_positive_int(batch_size, "batch_size")
+        self.batch_size: int | str = batch_size
         self.seed = int(seed)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
         self.autocast_dtype = autocast_dtype
+        self.channels_last = bool(channels_last)
         self.progress = progress
         self.device = model_device(base_classifier)
+        if self.channels_last:
+            base_classifier.to(memory_format=torch.channels_last)
+        self._forward = base_classifier if compile_mode is None else torch.compile(base_classifier, mode=compile_mode)
+        self._resolved_batch: int | None = batch_size if isinstance(batch_size, int) else None
+        self._forward_limit: int | None = None
 
     def certify(
         self,
@@ -210,7 +250,7 @@ class Smooth:
         keys = self._indices(indices, len(inputs))
         phases = [(int(phase), check_positive_int(n, "n")) for phase, n in plan.items()]
         per_example = sum(n for _, n in phases)
-        flat = torch.zeros(len(inputs) * len(phases) * self.num_classes, dtype=torch.long, device=self.device)
+        counts = torch.zeros(len(inputs) * len(phases) * self.num_classes, dtype=torch.long, device=self.device)
         model = self.base_classifier
         was_training = model.training
         model.eval()
@@ -222,53 +262,135 @@ class Smooth:
                 desc="smoothing",
                 disable=not self.progress,
             ) as bar:
-                for rows, batch in self._batches(inputs, keys, phases):
-                    with torch.autocast(
-                        device_type=self.device.type,
-                        dtype=self.autocast_dtype or torch.bfloat16,
-                        enabled=self.autocast_dtype is not None,
-                    ):
-                        logits = model(batch)
-                    if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-                        raise ValueError(
-                            f"base_classifier returned shape {tuple(logits.shape)}, expected "
-                            f"(batch, {self.num_classes}) logits"
-                        )
-                    flat.index_add_(0, rows * self.num_classes + logits.argmax(dim=1), torch.ones_like(rows))
-                    bar.update(len(rows))
+                batch_size = self.resolve_batch_size(tuple(inputs.shape[1:]))
+                ones = torch.ones(batch_size, dtype=torch.long, device=self.device)
+                for offsets, batch in self._batches(inputs, keys, phases, batch_size):
+                    counts.index_add_(0, offsets + self._classify(batch), ones[: len(batch)])
+                    bar.update(len(batch))
         finally:
             model.train(was_training)
-        return flat.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
+        return counts.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
+
+    def resolve_batch_size(self, input_shape: tuple[int, ...]) -> int:
+        """The batch size in samples: ``batch_size`` itself, or what ``"auto"`` picks for this input shape.
+
+        On CUDA, ``"auto"`` measures the memory of one forward pass of :data:`AUTO_PROBE` samples
+        and takes as many samples as fit in :data:`AUTO_MEMORY_FRACTION` of the free memory,
+        rounded down to a multiple of :data:`NOISE_BLOCK` within :data:`AUTO_BATCH_LIMITS`.
+        The choice is made once and kept.
+        """
+        if self._resolved_batch is None:
+            self._resolved_batch = (
+                self._measure_batch_size(input_shape) if self.device.type == "cuda" else CPU_AUTO_BATCH
+            )
+        return self._resolved_batch
+
+    def _measure_batch_size(self, input_shape: tuple[int, ...]) -> int:
+        device = self.device
+        model = self.base_classifier
+        was_training = model.training
+        model.eval()
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with torch.inference_mode():
+                self._classify(torch.zeros((AUTO_PROBE, *input_shape), device=device))
+        finally:
+            model.train(was_training)
+        per_sample = (torch.cuda.max_memory_allocated(device) - before) / AUTO_PROBE
+        free, _ = torch.cuda.mem_get_info(device)
+        fitting = int(free * AUTO_MEMORY_FRACTION / max(per_sample, 1.0))
+        low, high = AUTO_BATCH_LIMITS
+        return max(low, min(high, fitting // NOISE_BLOCK * NOISE_BLOCK))
+
+    def _classify(self, batch: torch.Tensor) -> torch.Tensor:
+        """Top class of each sample, forwarding in pieces no larger than the out-of-memory limit."""
+        top = torch.empty(len(batch), dtype=torch.long, device=batch.device)
+        start = 0
+        while start < len(batch):
+            stop = min(len(batch), start + (self._forward_limit or len(batch)))
+            try:
+                top[start:stop] = self._logits(batch[start:stop]).argmax(dim=1)
+            except torch.OutOfMemoryError:
+                if stop - start == 1:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self._forward_limit = (stop - start) // 2
+                warnings.warn(
+                    f"out of memory with {stop - start} samples per forward pass; retrying with "
+                    f"{self._forward_limit} (results do not change)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            start = stop
+        return top
+
+    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        ):
+            logits = self._forward(batch)
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"base_classifier returned shape {tuple(logits.shape)}, expected (batch, {self.num_classes}) logits"
+            )
+        return logits
 
     def _batches(
-        self, inputs: torch.Tensor, keys: np.ndarray, phases: list[tuple[int, int]]
+        self, inputs: torch.Tensor, keys: np.ndarray, phases: list[tuple[int, int]], batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(count rows, noisy inputs)`` batches of ``batch_size`` samples (the last may be smaller)."""
-        parts: list[torch.Tensor] = []
-        rows: list[torch.Tensor] = []
-        filled = 0
+        """Yield ``(count offsets, noisy inputs)`` batches of ``batch_size`` samples (the last may be smaller).
+
+        Each generator call writes a whole :data:`NOISE_BLOCK` into the buffer at the fill
+        position; a partial last block simply leaves its tail to be overwritten. The buffer
+        holds one block more than a batch, and samples beyond a full batch move to its front
+        for the next one. Raw noise is scaled and shifted by its input only when its batch is
+        complete: ``input + sigma * noise``, the same operations as a per-block computation.
+        """
         shape = tuple(inputs.shape[1:])
+        noise = torch.empty((batch_size + NOISE_BLOCK, *shape), device=self.device)
+        offsets = torch.empty(batch_size + NOISE_BLOCK, dtype=torch.long, device=self.device)
+        runs: list[list[int]] = []  # [start, stop, input slot, count offset] of buffer ranges
+        filled = 0
         for slot, key in enumerate(keys):
             for p, (phase, n) in enumerate(phases):
                 generator = torch.Generator(device=self.device)
                 generator.manual_seed(derive_seed(self.seed, int(key), phase))
-                row = slot * len(phases) + p
+                offset = (slot * len(phases) + p) * self.num_classes
+                runs.append([filled, filled, slot, offset])
                 for start in range(0, n, NOISE_BLOCK):
-                    noise = torch.randn(
-                        (NOISE_BLOCK, *shape), generator=generator, device=self.device
-                    )[: min(NOISE_BLOCK, n - start)]
-                    block = inputs[slot] + noise * self.sigma
-                    while len(block):
-                        take = min(len(block), self.batch_size - filled)
-                        parts.append(block[:take])
-                        rows.append(torch.full((take,), row, dtype=torch.long, device=self.device))
-                        filled += take
-                        block = block[take:]
-                        if filled == self.batch_size:
-                            yield torch.cat(rows), torch.cat(parts)
-                            parts, rows, filled = [], [], 0
+                    noise[filled : filled + NOISE_BLOCK].normal_(generator=generator)
+                    filled += min(NOISE_BLOCK, n - start)
+                    runs[-1][1] = filled
+                    while filled >= batch_size:
+                        yield self._finish(noise, offsets, inputs, runs, batch_size)
+                        filled -= batch_size
+                        runs = _shift(runs, batch_size)
+                        carried = noise[batch_size : batch_size + filled]
+                        noise[:filled] = carried.clone() if filled > batch_size else carried
+                    if not runs:
+                        runs.append([0, 0, slot, offset])
         if filled:
-            yield torch.cat(rows), torch.cat(parts)
+            yield self._finish(noise, offsets, inputs, runs, filled)
+
+    def _finish(
+        self, noise: torch.Tensor, offsets: torch.Tensor, inputs: torch.Tensor, runs: list[list[int]], size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn the first ``size`` raw noise samples into noisy inputs and their count offsets."""
+        batch = noise[:size].mul_(self.sigma)
+        for start, stop, slot, offset in runs:
+            stop = min(stop, size)
+            if stop > start:
+                batch[start:stop].add_(inputs[slot])
+                offsets[start:stop] = offset
+        return offsets[:size], batch
 
     def _prepare(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
         check_inputs(x, "x", input_shape=self.input_shape)
@@ -286,3 +408,8 @@ class Smooth:
                 f"got shape {keys.shape} and dtype {keys.dtype}"
             )
         return keys
+
+
+def _shift(runs: list[list[int]], by: int) -> list[list[int]]:
+    """Buffer ranges after the first ``by`` samples have been consumed (empty ranges dropped)."""
+    return [[max(start - by, 0), stop - by, slot, offset] for start, stop, slot, offset in runs if stop > by]

@@ -5,10 +5,17 @@ Per epoch: shuffle with a generator seeded by ``(seed, epoch)``; split each load
 method's loss with noise drawn from a device generator seeded by ``(seed, epoch)``; step the
 learning-rate schedule; write a checkpoint atomically. A run restarted with the same
 arguments resumes after the last finished epoch and repeats its numbers.
+
+Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
+autocast with a gradient scaler), the ``channels_last`` memory format, and the fused SGD
+kernel on CUDA. When ``torch.distributed`` is initialised (e.g. under ``torchrun``), the
+model is wrapped in ``DistributedDataParallel`` and every loader batch is split evenly across
+the ranks (see :mod:`catrs_plugin.distributed`).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +23,21 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
 from catrs_plugin.methods.base import Method, TrainBatch
 from catrs_plugin.smoothing import derive_seed, model_device
-from catrs_plugin.validation import check_non_negative, check_positive_int, check_sigma
+from catrs_plugin.validation import check_choice, check_non_negative, check_positive_int, check_sigma
+
+#: ``TrainConfig.amp`` values and their autocast dtypes.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Share of the free GPU memory that in-memory training data may take to be moved there once.
+DATA_ON_DEVICE_FRACTION = 0.25
 
 
 @dataclass
@@ -49,6 +64,14 @@ class TrainConfig:
         File written atomically after every epoch, and resumed from when it exists.
     progress : bool
         Show a progress bar per epoch.
+    amp : {"bf16", "fp16"} or None
+        Mixed precision: run the loss under ``torch.autocast`` in this dtype; ``fp16`` also
+        scales the loss with a ``GradScaler``. Off (fp32) by default.
+    channels_last : bool
+        Convert the model and inputs to the ``channels_last`` memory format (faster
+        convolutions on recent GPUs, above all with ``amp``).
+    fused : bool or None
+        Use the fused SGD kernel; ``None`` (default) means on CUDA only.
     """
 
     epochs: int = 150
@@ -62,6 +85,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint: str | None = None
     progress: bool = True
+    amp: str | None = None
+    channels_last: bool = False
+    fused: bool | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -72,6 +98,8 @@ class TrainConfig:
         check_non_negative(self.momentum, "momentum")
         check_non_negative(self.weight_decay, "weight_decay")
         check_non_negative(self.gamma, "gamma")
+        if self.amp is not None:
+            check_choice(self.amp, tuple(AMP_DTYPES), "amp")
 
 
 class TensorData:
@@ -95,12 +123,22 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.x)
 
-    def batches(self, epoch: int, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple]:
-        """Yield ``(x, y, soft_labels or None)`` batches of one epoch, on ``device``."""
+    def batches(
+        self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple]:
+        """Yield ``(x, y, soft_labels or None)`` batches of one epoch, on ``device``.
+
+        With ``world > 1`` processes, each loader batch of ``batch_size`` examples is cut into
+        ``world`` equal contiguous shares (the remainder is dropped so that every rank takes
+        the same number of steps) and this rank gets share ``rank``.
+        """
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
         order = torch.randperm(len(self.x), generator=generator)
         for start in range(0, len(order), batch_size):
             take = order[start : start + batch_size]
+            if world > 1:
+                share = len(take) // world
+                take = take[rank * share : (rank + 1) * share]
             soft = None if self.soft is None else self.soft[take].to(device)
             yield self.x[take].to(device), self.y[take].to(device), soft
 
@@ -108,10 +146,21 @@ class TensorData:
         """Loader batches per epoch."""
         return -(-len(self.x) // batch_size)
 
+    def to(self, device: torch.device) -> "TensorData":
+        """A copy whose tensors live on ``device`` (batches are then gathered there)."""
+        moved = copy.copy(self)
+        moved.x, moved.y = self.x.to(device), self.y.to(device)
+        moved.soft = None if self.soft is None else self.soft.to(device)
+        return moved
+
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay, as in the reference code."""
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    """SGD with momentum and weight decay, as in the reference code (fused kernel on CUDA)."""
+    fused = config.fused if config.fused is not None else model_device(model).type == "cuda"
+    return torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        fused=fused,
+    )
 
 
 def train(
@@ -158,47 +207,64 @@ def train(
             "classes)), e.g. catrs_plugin.smoothed_soft_labels(teacher, x, sigma=0.25)"
         )
     device = model_device(model)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = optimizer or make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if device.type == "cuda" and _fits_on_device(data, device):
+        data = data.to(device)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if config.checkpoint and Path(config.checkpoint).exists():
-        start_epoch, history = _resume(config.checkpoint, model, optimizer, scheduler, method, sigma, device)
+        start_epoch, history = _resume(config.checkpoint, model, optimizer, scheduler, scaler, method, sigma, device)
 
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
         if config.lr_drop is not None and epoch == config.lr_drop:
             for group in optimizer.param_groups:
                 group["lr"] *= config.gamma
-        generator = torch.Generator(device=device).manual_seed(derive_seed(config.seed, epoch, 1))
-        model.train()
+        streams = (config.seed, epoch, 1) if world == 1 else (config.seed, epoch, 1, rank)
+        generator = torch.Generator(device=device).manual_seed(derive_seed(*streams))
+        net.train()
         total, count = torch.zeros((), device=device), 0
         bar = tqdm(
-            data.batches(epoch, config.batch_size, config.seed, device),
+            data.batches(epoch, config.batch_size, config.seed, device, rank, world),
             total=data.num_batches(config.batch_size),
             desc=f"{method.name} epoch {epoch + 1}/{config.epochs}",
-            disable=not config.progress,
+            disable=not config.progress or rank != 0,
             leave=False,
         )
         for x, y, soft in bar:
+            if config.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             size = len(x) // chunks
             for k in range(chunks if size else 0):
                 part = slice(k * size, (k + 1) * size)
                 batch = TrainBatch(x[part], y[part], None if soft is None else soft[part], sigma, generator, epoch)
-                loss = method.compute_loss(model, batch, hyperparameters)
+                with torch.autocast(device.type, dtype=AMP_DTYPES.get(config.amp, torch.bfloat16),
+                                    enabled=config.amp is not None):
+                    loss = method.compute_loss(net, batch, hyperparameters)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.detach() * size
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += loss.detach().float() * size
                 count += size
         bar.close()
+        if world > 1:
+            sums = torch.stack([total, torch.tensor(float(count), device=device)])
+            dist.all_reduce(sums)
+            total, count = sums[0], int(sums[1])
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         history.append(
             {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "lr": lr, "seconds": time.perf_counter() - began}
         )
-        if config.checkpoint:
+        if config.checkpoint and rank == 0:
             save_checkpoint(
                 config.checkpoint,
                 {
@@ -212,9 +278,19 @@ def train(
                     "sigma": sigma,
                     "seed": config.seed,
                     "history": history,
+                    "rng_state": torch.get_rng_state(),
+                    **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                    **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
                 },
             )
     return history
+
+
+def _fits_on_device(data: TensorData, device: torch.device) -> bool:
+    """Whether the whole data set takes less than :data:`DATA_ON_DEVICE_FRACTION` of the free memory."""
+    tensors = [data.x, data.y] + ([] if data.soft is None else [data.soft])
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    return size < DATA_ON_DEVICE_FRACTION * torch.cuda.mem_get_info(device)[0]
 
 
 def _resume(
@@ -222,6 +298,7 @@ def _resume(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     method: Method,
     sigma: float,
     device: torch.device,
@@ -235,4 +312,10 @@ def _resume(
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
+    if "rng_state" in payload:
+        torch.set_rng_state(payload["rng_state"].cpu())
+    if "cuda_rng_state" in payload and device.type == "cuda":
+        torch.cuda.set_rng_state(payload["cuda_rng_state"].cpu(), device)
+    if "scaler" in payload and scaler.is_enabled():
+        scaler.load_state_dict(payload["scaler"])
     return int(payload["epoch"]), list(payload.get("history", []))

@@ -1,6 +1,8 @@
 """``catrs certify`` and ``catrs predict``: the reference ``certify.py`` / ``predict.py`` arguments.
 
-Rerunning an interrupted command continues after the last complete row of OUTFILE.
+Rerunning an interrupted command continues after the last complete row of OUTFILE. Under
+``torchrun``, each rank writes every world-th example to ``OUTFILE.rank{r}`` and rank 0 merges
+the shards into OUTFILE (see :mod:`catrs_plugin.distributed`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 from catrs_plugin.certification import certify_to_file, predict_to_file, select_indices
 from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli._common import AUTOCAST, add_data_arguments, add_device_argument, load_split, resolve_device
+from catrs_plugin.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
 from catrs_plugin.validation import check_sigma
 
 
@@ -24,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("base_classifier", help="checkpoint of the base classifier (ours or the reference code's)")
         parser.add_argument("sigma", type=float, help="noise level")
         parser.add_argument("outfile", help="output TSV; an existing file is continued, not overwritten")
-        parser.add_argument("--batch", type=int, default=1000, help="noisy samples per forward batch (default: 1000)")
+        parser.add_argument("--batch", type=_batch_size, default="auto",
+                            help="noisy samples per forward batch, or auto: from free GPU memory, "
+                                 "1000 on the CPU (default: auto; results do not depend on it)")
         parser.add_argument("--skip", type=int, default=1, help="certify every skip-th example (default: 1)")
         parser.add_argument("--max", type=int, default=-1, help="stop before this example index (default: -1, all)")
         parser.add_argument("--split", default="test", help="dataset split (default: test)")
@@ -35,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
         parser.add_argument("--amp", choices=sorted(AUTOCAST), default=None,
                             help="run the classifier under autocast in this precision (default: fp32)")
+        parser.add_argument("--channels-last", action="store_true",
+                            help="channels_last memory format (faster convolutions on recent GPUs)")
+        parser.add_argument("--compile", default=None, metavar="MODE",
+                            choices=("default", "reduce-overhead", "max-autotune"),
+                            help="run the classifier through torch.compile in this mode (default: off)")
         parser.add_argument("--restart", action="store_true", help="overwrite OUTFILE instead of continuing it")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         add_device_argument(parser)
@@ -42,9 +52,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=run_certify if name == "certify" else run_predict)
 
 
+def _batch_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or auto, got {text!r}") from None
+
+
 def _prepare(args: argparse.Namespace):
     sigma = check_sigma(args.sigma)
-    device = resolve_device(args.device)
+    device = init_from_env(resolve_device(args.device), backend="gloo", timeout=SHARD_TIMEOUT)
     spec, x, y = load_split(args.dataset, args.split, args.data_dir)
     model = load_checkpoint(args.base_classifier, map_location=device)
     indices = select_indices(len(x), args.skip, args.max)
@@ -53,21 +72,25 @@ def _prepare(args: argparse.Namespace):
 
 def run_certify(args: argparse.Namespace) -> int:
     sigma, spec, model, x, y, indices = _prepare(args)
-    written = certify_to_file(
-        model, spec.num_classes, sigma, x, y, args.outfile, indices,
-        n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
-        autocast_dtype=AUTOCAST.get(args.amp), resume=not args.restart, progress=not args.quiet,
-    )
-    print(f"wrote {written} rows to {args.outfile} ({len(indices) - written} already done)")
+    with sharded_output(args.outfile, indices) as (outfile, mine):
+        written = certify_to_file(
+            model, spec.num_classes, sigma, x, y, outfile, mine,
+            n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
+            autocast_dtype=AUTOCAST.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
+            resume=not args.restart, progress=not args.quiet,
+        )
+        print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     sigma, spec, model, x, y, indices = _prepare(args)
-    written = predict_to_file(
-        model, spec.num_classes, sigma, x, y, args.outfile, indices,
-        n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
-        autocast_dtype=AUTOCAST.get(args.amp), resume=not args.restart, progress=not args.quiet,
-    )
-    print(f"wrote {written} rows to {args.outfile} ({len(indices) - written} already done)")
+    with sharded_output(args.outfile, indices) as (outfile, mine):
+        written = predict_to_file(
+            model, spec.num_classes, sigma, x, y, outfile, mine,
+            n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
+            autocast_dtype=AUTOCAST.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
+            resume=not args.restart, progress=not args.quiet,
+        )
+        print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")
     return 0

@@ -12,6 +12,7 @@ import torch
 
 from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli._common import add_data_arguments, add_device_argument, load_split, resolve_device
+from catrs_plugin.distributed import init_from_env
 from catrs_plugin.registry import get_registry
 from catrs_plugin.soft_labels import smoothed_soft_labels
 from catrs_plugin.training import TensorData, TrainConfig, train
@@ -44,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gamma", type=float, default=0.1, help="lr decay factor (default: 0.1)")
     parser.add_argument("--lr-drop", type=int, default=None, help="epoch of one extra lr decay (CAT-RS ImageNet recipe)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data order and noise (default: 0)")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                        help="mixed precision (fp16 adds a gradient scaler; default: fp32)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
     add_data_arguments(parser)
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     registry = get_registry()
     method = registry.method(args.method)
     hyperparameters = method.hyperparameters(args.sigma, args.preset, **parse_overrides(args.hp))
-    device = resolve_device(args.device)
+    device = init_from_env(resolve_device(args.device))
     spec, x, y = load_split(args.dataset, "train", args.data_dir)
     soft = None
     if args.soft_labels:
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch, lr=args.lr, lr_step_size=args.lr_step_size,
         gamma=args.gamma, lr_drop=args.lr_drop, seed=args.seed, checkpoint=args.checkpoint,
-        progress=not args.quiet,
+        progress=not args.quiet, amp=args.amp, channels_last=args.channels_last,
     )
     history = train(model, method, hyperparameters, args.sigma, TensorData(x, y, soft), config,
                     checkpoint_fields={"arch": arch, "dataset": spec.name})

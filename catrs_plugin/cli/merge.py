@@ -1,0 +1,31 @@
+"""``catrs merge-shards``: merge per-rank result files of a distributed run into one TSV.
+
+``catrs certify`` under ``torchrun`` merges by itself when all ranks share a file system;
+this command does it by hand, e.g. after copying the shards of several machines together.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from catrs_plugin.distributed import find_shards, merge_shards
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "merge-shards",
+        help="merge OUTFILE.rank0, OUTFILE.rank1, ... of a distributed certify/predict run into OUTFILE",
+        description="Merge per-rank Cohen-format files into one, sorted by example index; an example "
+                    "present in several shards must have the same row apart from the time column.",
+    )
+    parser.add_argument("outfile", help="merged file to write (its shards are OUTFILE.rank{r})")
+    parser.add_argument("--shards", nargs="+", default=None, metavar="FILE",
+                        help="shard files to merge (default: every OUTFILE.rank{r})")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    shards = args.shards or find_shards(args.outfile)
+    rows = merge_shards(args.outfile, shards)
+    print(f"merged {len(shards)} shards into {args.outfile} ({rows} rows)")
+    return 0

@@ -1,0 +1,186 @@
+"""Runs over several processes and machines with ``torch.distributed`` (launched by ``torchrun``).
+
+Training: :func:`catrs_plugin.training.train` wraps the model in ``DistributedDataParallel``
+whenever a process group is initialised, and splits every loader batch across the ranks.
+
+Certification: each rank certifies every ``world``-th selected example (``indices[rank::world]``)
+into its own file ``OUTFILE.rank{r}``, appended and flushed row by row like a single-process
+run. :func:`merge_shards` then writes ``OUTFILE``: the rows of all shards in the order of the
+selected indices. Because the noise of an example depends only on the seed and the example's
+index, the merged file equals a single-process run with the same seed, apart from ``time``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from catrs_plugin.results import CERTIFY_HEADER, PREDICT_HEADER
+
+#: How long ranks that finished their shard wait for the others before the merge: shards of a
+#: large data set can take very different times, so the default 30 minutes is far too short.
+SHARD_TIMEOUT = datetime.timedelta(days=7)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the default process group, ``(0, 1)`` when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_from_env(
+    device: torch.device, backend: str | None = None, timeout: datetime.timedelta | None = None
+) -> torch.device:
+    """Join the process group ``torchrun`` describes, and return this rank's device.
+
+    Does nothing (and returns ``device``) unless the environment names more than one process
+    (``WORLD_SIZE > 1``) or a group already exists. On CUDA without an explicit index the
+    device becomes ``cuda:LOCAL_RANK``.
+
+    Parameters
+    ----------
+    device : torch.device
+        The device asked for (``cpu`` or ``cuda``).
+    backend : str, optional
+        ``nccl`` for CUDA and ``gloo`` otherwise by default; certification only needs a
+        barrier and uses ``gloo`` everywhere.
+    timeout : datetime.timedelta, optional
+        Timeout of collective operations (the ``torch.distributed`` default when omitted).
+    """
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    options = {} if timeout is None else {"timeout": timeout}
+    dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"), **options)
+    atexit.register(_destroy)
+    return device
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_path(outfile: str | os.PathLike, rank: int) -> Path:
+    """The file rank ``rank`` writes its rows to: ``OUTFILE.rank{rank}``."""
+    return Path(f"{os.fspath(outfile)}.rank{rank}")
+
+
+@contextlib.contextmanager
+def sharded_output(outfile: str | os.PathLike, indices: Sequence[int] | np.ndarray) -> Iterator[tuple[Path, np.ndarray]]:
+    """This rank's output file and share of ``indices``; on exit, merge all shards into ``outfile``.
+
+    Without a process group this yields ``(outfile, indices)`` unchanged. With one, it yields
+    ``(OUTFILE.rank{r}, indices[r::world])``; after the body, every rank waits for the others
+    and rank 0 writes the merged ``outfile``, checking that every selected index is there.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    rank, world = rank_and_world()
+    if world == 1:
+        yield Path(outfile), indices
+        return
+    yield shard_path(outfile, rank), indices[rank::world]
+    dist.barrier()
+    if rank == 0:
+        merge_shards(outfile, [shard_path(outfile, r) for r in range(world)], expected=indices)
+    dist.barrier()
+
+
+def find_shards(outfile: str | os.PathLike) -> list[Path]:
+    """The shard files ``OUTFILE.rank{r}`` next to ``outfile``, by rank."""
+    outfile = Path(outfile)
+    found = []
+    for candidate in outfile.parent.glob(f"{outfile.name}.rank*"):
+        suffix = candidate.name[len(outfile.name) + len(".rank"):]
+        if suffix.isdigit():
+            found.append((int(suffix), candidate))
+    return [path for _, path in sorted(found)]
+
+
+def merge_shards(
+    outfile: str | os.PathLike,
+    shards: Sequence[str | os.PathLike] | None = None,
+    expected: Sequence[int] | np.ndarray | None = None,
+) -> int:
+    """Merge per-rank result files into one Cohen-format TSV, written atomically.
+
+    Parameters
+    ----------
+    outfile : str or os.PathLike
+        The merged file (replaced if it exists).
+    shards : sequence of paths, optional
+        The shard files (default: every ``OUTFILE.rank{r}`` found).
+    expected : sequence of int, optional
+        The selected indices: rows come out in this order and a missing index is an error.
+        Without it, rows are sorted by index.
+
+    Returns
+    -------
+    int
+        Number of rows written.
+
+    Raises
+    ------
+    ValueError
+        If the shards have different headers, disagree on an example (an index certified twice,
+        e.g. after a restart with another number of ranks, must give the same row apart from
+        ``time``), or miss an expected index.
+    FileNotFoundError
+        If there is no shard.
+    """
+    paths = [Path(p) for p in shards] if shards is not None else find_shards(outfile)
+    if not paths:
+        raise FileNotFoundError(f"no shard files {os.fspath(outfile)}.rank0, .rank1, ... to merge")
+    header, rows = None, {}
+    for path in paths:
+        lines = path.read_text().splitlines(keepends=True)
+        first = lines[0].rstrip("\n") if lines else ""
+        if tuple(first.split("\t")) not in (CERTIFY_HEADER, PREDICT_HEADER) or (header not in (None, first)):
+            raise ValueError(f"{path}: first line {first!r} is not the header of the other shards' "
+                             f"Cohen-format results ({header or 'idx label predict ... time'})")
+        header = first
+        width = len(first.split("\t"))
+        for line in lines[1:]:
+            fields = line.rstrip("\n").split("\t")
+            if not line.endswith("\n") or len(fields) != width:
+                continue  # a row cut short by a killed run: that run redoes it when resumed
+            index = int(fields[0])
+            if index in rows and rows[index][:-1] != fields[:-1]:
+                raise ValueError(f"{path}: example {index} has rows that differ beyond the time column: "
+                                 f"{rows[index]} and {fields}")
+            rows.setdefault(index, fields)
+    if expected is None:
+        order = sorted(rows)
+    else:
+        order = [int(i) for i in expected]
+        missing = [i for i in order if i not in rows]
+        if missing:
+            raise ValueError(f"the shards lack {len(missing)} of {len(order)} selected examples "
+                             f"(first: {missing[:5]}); rerun the certification to complete them")
+    _write_atomically(Path(outfile), [header] + ["\t".join(rows[i]) for i in order])
+    return len(order)
+
+
+def _write_atomically(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write("\n".join(lines) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,131 @@
+"""MACER: maximizing the certified radius (Zhai et al., ICLR 2020).
+
+With ``M`` noises per example, ``p_bar = mean_i softmax f(x + d_i)`` and
+``q_bar = mean_i softmax(beta * f(x + d_i))``::
+
+    L_cls = sum over examples of -log(p_bar[y] + 1e-10)
+    L_rob = sigma / 2 * sum over the examples S of (gamma + Phi^-1(q_bar[2nd]) - Phi^-1(q_bar[1st]))
+    loss  = (L_cls + lbd * L_rob) / B
+
+where ``S`` holds the examples whose top class under ``q_bar`` is ``y`` and whose
+``|Phi^-1(q_bar[2nd]) - Phi^-1(q_bar[1st])|`` is finite and at most ``gamma`` (the hinge).
+This is ``macer_train`` of ``code/third_party/macer.py`` (copied by the CAT-RS authors from
+``RuntianZ/macer``) per batch. With ``deferred`` the robustness term is off while the (0-based)
+epoch is ``<= deferred``: the reference's ``--deferred`` flag ties that epoch to
+``--lr_step_size`` (50 in the paper's CIFAR-10 recipe).
+
+ART 1.20's ``PyTorchMACER`` computes the same loss (the tests check one of its training steps
+against this function), but inline in its ``fit`` loop with its own data loader and the global
+random-number generator, so it cannot serve as a per-batch loss here.
+
+``num_chunks`` splits each loader batch into that many optimizer steps: the reference runs
+MACER with its script's default batch of 64 while the other methods use 256, so the paper
+preset takes 4 steps per loader batch of 256.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.smoothed import average_softmax, noisy_logits
+
+
+def normal_icdf(p: torch.Tensor) -> torch.Tensor:
+    """``Phi^-1(p)`` of the standard normal, in the form ``torch.distributions.Normal.icdf`` uses."""
+    return math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)
+
+
+def macer_loss(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    noises: torch.Tensor,
+    sigma: float,
+    *,
+    lbd: float,
+    beta: float,
+    gamma: float,
+) -> torch.Tensor:
+    """The MACER loss on one chunk, given its noises ``(M, B, *shape)``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier, in train mode.
+    inputs, targets : torch.Tensor
+        Clean inputs ``(B, *shape)`` and class indices ``(B,)``.
+    noises : torch.Tensor
+        ``M`` noises per input, already scaled by ``sigma``.
+    sigma : float
+        Noise level (scales the robustness term).
+    lbd : float
+        Weight of the robustness term (0 skips it).
+    beta : float
+        Inverse temperature of the soft-max in the robustness term.
+    gamma : float
+        Hinge of the robustness term.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+    """
+    logits = noisy_logits(model, inputs, noises)
+    classification = F.nll_loss((average_softmax(logits) + 1e-10).log(), targets, reduction="sum")
+    if lbd == 0:
+        return classification / len(inputs)
+    top2 = average_softmax(beta * logits).topk(2, dim=1)
+    correct = top2.indices[:, 0] == targets
+    first, second = top2.values[correct, 0], top2.values[correct, 1]
+    with torch.no_grad():
+        gap = normal_icdf(second) - normal_icdf(first)
+        inside = torch.isfinite(gap) & (gap.abs() <= gamma)
+    # Phi^-1 is applied to the kept examples only, so that none of its infinite slopes reach the gradient.
+    robustness = (normal_icdf(second[inside]) - normal_icdf(first[inside]) + gamma).sum() * sigma / 2
+    return (classification + lbd * robustness) / len(inputs)
+
+
+def macer_method_loss(
+    model: nn.Module,
+    batch: TrainBatch,
+    *,
+    num_noise_vec: int,
+    lbd: float,
+    beta: float,
+    gamma: float,
+    deferred: int | None,
+    num_chunks: int,
+) -> torch.Tensor:
+    """:func:`macer_loss` with noises from the batch's generator; ``lbd`` is 0 while ``epoch <= deferred``."""
+    weight = 0.0 if deferred is not None and batch.epoch <= deferred else lbd
+    noises = batch.gaussian(num_noise_vec)
+    return macer_loss(model, batch.inputs, batch.targets, noises, batch.sigma, lbd=weight, beta=beta, gamma=gamma)
+
+
+_COMMON = {"num_noise_vec": 16, "beta": 16.0, "gamma": 8.0}
+
+MACER = Method(
+    name="macer",
+    paper="Zhai et al. MACER: Attack-free and Scalable Robust Training via Maximizing Certified Radius. ICLR 2020",
+    loss=macer_method_loss,
+    defaults={"num_noise_vec": 16, "lbd": 16.0, "beta": 16.0, "gamma": 8.0, "deferred": None, "num_chunks": 1},
+    presets={
+        "paper": {
+            0.25: {**_COMMON, "lbd": 12.0, "num_chunks": 4},
+            0.5: {**_COMMON, "lbd": 6.0, "num_chunks": 4},
+            1.0: {**_COMMON, "lbd": 12.0, "deferred": 50, "num_chunks": 4},
+        },
+        "quick": {
+            0.25: {**_COMMON, "lbd": 12.0},
+            0.5: {**_COMMON, "lbd": 6.0},
+            1.0: {**_COMMON, "lbd": 12.0, "deferred": 5},
+        },
+    },
+    chunks="num_chunks",
+    description="cross-entropy of the smoothed soft classifier plus a hinge on its soft certified radius",
+)
