@@ -19,13 +19,14 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
 from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
@@ -154,6 +155,53 @@ class TensorData:
         return moved
 
 
+class LoaderData:
+    """Training data from a loader of batches, e.g. a ``torch.utils.data.DataLoader`` over data too
+    large for memory (ImageNet).
+
+    Parameters
+    ----------
+    loader : iterable
+        Yields ``(x, y)`` or ``(x, y, soft_labels)`` batches of tensors (inputs in [0, 1]).
+        When it is a ``DataLoader`` with a ``RandomSampler`` (``shuffle=True``), the sampler's
+        generator is reseeded from ``(seed, epoch)`` at the start of every epoch, so the data
+        order is reproducible and a resumed run sees the same order as an uninterrupted one.
+        Its batch size is the loader's own; ``TrainConfig.batch_size`` does not apply.
+    """
+
+    def __init__(self, loader: Iterable) -> None:
+        self.loader = loader
+
+    def batches(
+        self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1
+    ) -> Iterator[tuple]:
+        """Yield ``(x, y, soft_labels or None)`` batches of one epoch on ``device``; with
+        ``world > 1`` processes, rank ``rank`` takes its equal contiguous share of each batch."""
+        sampler = getattr(self.loader, "sampler", None)
+        if isinstance(sampler, RandomSampler):
+            sampler.generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
+        for batch in self.loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+                raise ValueError(
+                    "the training loader must yield (x, y) or (x, y, soft_labels) batches, got "
+                    f"{type(batch).__name__} of length {len(batch) if isinstance(batch, (tuple, list)) else '?'}"
+                )
+            x, y, soft = batch[0], batch[1], batch[2] if len(batch) == 3 else None
+            if world > 1:
+                share = len(x) // world
+                take = slice(rank * share, (rank + 1) * share)
+                x, y, soft = x[take], y[take], None if soft is None else soft[take]
+            yield (
+                x.to(device, torch.float32, non_blocking=True),
+                y.to(device, torch.long, non_blocking=True),
+                None if soft is None else soft.to(device, torch.float32, non_blocking=True),
+            )
+
+    def num_batches(self, batch_size: int) -> int | None:
+        """Batches per epoch when the loader has a length, else None."""
+        return len(self.loader) if hasattr(self.loader, "__len__") else None
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum and weight decay, as in the reference code (fused kernel on CUDA)."""
     fused = config.fused if config.fused is not None else model_device(model).type == "cuda"
@@ -168,7 +216,7 @@ def train(
     method: Method,
     hyperparameters: Mapping[str, Any],
     sigma: float,
-    data: TensorData,
+    data: TensorData | LoaderData,
     config: TrainConfig,
     optimizer: torch.optim.Optimizer | None = None,
     checkpoint_fields: Mapping[str, Any] | None = None,
@@ -185,7 +233,7 @@ def train(
         Resolved hyper-parameters (see :meth:`Method.hyperparameters`).
     sigma : float
         Training noise level.
-    data : TensorData
+    data : TensorData or LoaderData
         Training data (with soft labels when the method needs them).
     config : TrainConfig
         Optimisation settings.
@@ -201,7 +249,7 @@ def train(
     """
     sigma = check_sigma(sigma)
     config.validate()
-    if method.needs_soft_labels and data.soft is None:
+    if method.needs_soft_labels and isinstance(data, TensorData) and data.soft is None:
         raise ValueError(
             f"method {method.name!r} needs soft labels: pass soft_labels (an array of shape (examples, "
             "classes)), e.g. catrs_plugin.smoothed_soft_labels(teacher, x, sigma=0.25)"
@@ -215,7 +263,7 @@ def train(
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if device.type == "cuda" and _fits_on_device(data, device):
+    if isinstance(data, TensorData) and device.type == "cuda" and _fits_on_device(data, device):
         data = data.to(device)
     history: list[dict[str, float]] = []
     start_epoch = 0
