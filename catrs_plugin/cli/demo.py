@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", default="demo-output", help="directory for checkpoints, TSVs, plot (default: demo-output)")
     parser.add_argument("--sigma", type=float, default=0.25, help="students' noise level (default: 0.25)")
-    parser.add_argument("--epochs", type=int, default=40, help="epochs per model (default: 40)")
-    parser.add_argument("--batch", type=int, default=64, help="training batch size (default: 64)")
+    parser.add_argument("--epochs", type=int, default=80, help="epochs per model (default: 80)")
+    parser.add_argument("--batch", type=int, default=256, help="training batch size (default: 256, as in the paper)")
     parser.add_argument("--soft-samples", type=int, default=1000,
                         help="noise samples per training example for the soft labels (default: 1000; paper: 10000)")
     parser.add_argument("--N0", type=int, default=100, help="CERTIFY selection samples (default: 100)")
