@@ -93,3 +93,20 @@ def test_console_script_is_installed():
     assert result.returncode == 0
     for command in ("train", "certify", "predict", "analyze", "demo"):
         assert command in result.stdout
+
+
+def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
+    arguments = ["demo", "--output", str(tmp_path), "--epochs", "2", "--soft-samples", "50", "--N0", "20",
+                 "--N", "200", "--quiet", "--device", "cpu"]
+    assert main(arguments) == 0
+    table = capsys.readouterr().out
+    assert "| gaussian | 359 |" in table and "| catrs | 359 |" in table
+    for name in ("gaussian", "catrs"):
+        results = read_certify_results(tmp_path / f"{name}_noise_0.25.tsv")
+        assert len(results) == 359 and results.correct.sum() > 0
+    assert (tmp_path / "certified_accuracy_noise_0.25.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    soft = np.load(tmp_path / "soft_labels.npy")
+    assert soft.shape == (1438, 10)
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.*") if p.suffix in (".pt", ".tsv", ".npy")}
+    assert main(arguments) == 0  # everything is finished: nothing is trained, sampled or certified again
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.*") if p.suffix in (".pt", ".tsv", ".npy")} == stamps
