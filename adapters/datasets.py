@@ -1,15 +1,32 @@
-"""Dataset loaders registered with the ``catrs`` registry.
+"""Datasets registered with the ``catrs`` registry: the embedded digits and the file-based
+CIFAR-10, CIFAR-100, CIFAR-10-C, ImageNet and MNIST (readers in :mod:`catrs_adapters.data`).
 
 Every loader returns numpy arrays (ART's convention): ``x`` float32 in [0, 1], channels first,
-and ``y`` int64 class indices. No loader downloads anything.
+and ``y`` int64 class indices. No loader downloads anything; ``data_dir`` defaults to
+``./data`` as in RobustBench.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from catrs_adapters.data import CORRUPTIONS, load_cifar10, load_cifar100, load_imagenet, load_mnist, read_corruption
+from catrs_adapters.data._files import take
+from catrs_adapters.data.cifar import CIFAR10_URL, CIFAR100_URL
+from catrs_adapters.data.cifar10c import CIFAR10C_URL
+from catrs_adapters.data.imagenet import IMAGENET_URL
+from catrs_adapters.data.mnist import MNIST_URL
 from catrs_plugin.specs import DatasetSpec
 from catrs_plugin.validation import check_choice
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+#: ImageNet splits: the reference code's ``test`` (all validation images) and RobustBench's 5,000.
+IMAGENET_SPLITS = {"test": "all", "test5000": "robustbench"}
 
 #: Held-out share of the digits data and the seed of its fixed split.
 DIGITS_TEST_FRACTION = 0.2
@@ -55,4 +72,54 @@ DIGITS = DatasetSpec(
     load=load_digits,
     default_arch="digits_cnn",
     description="scikit-learn's handwritten digits (UCI ML hand-written digits), 8x8 grey, ships with scikit-learn",
+)
+
+
+def _cifar10(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
+    return load_cifar10(n_examples, data_dir, split)
+
+
+def _cifar100(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
+    return load_cifar100(n_examples, data_dir, split)
+
+
+def _cifar10c(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
+    x, y, _ = read_corruption(split, data_dir)
+    return take(x, y, n_examples)
+
+
+def _imagenet(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
+    check_choice(split, tuple(IMAGENET_SPLITS), "split")
+    return load_imagenet(n_examples, data_dir, IMAGENET_SPLITS[split], lazy=True)
+
+
+def _mnist(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
+    return load_mnist(n_examples, data_dir, split)
+
+
+CIFAR10 = DatasetSpec(
+    name="cifar10", num_classes=10, input_shape=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, load=_cifar10,
+    default_arch="cifar_resnet110", description=f"CIFAR-10, DATA_DIR/cifar-10-batches-py, from {CIFAR10_URL}",
+)
+CIFAR100 = DatasetSpec(
+    name="cifar100", num_classes=100, input_shape=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD,
+    load=_cifar100, default_arch="cifar_resnet110",
+    description=f"CIFAR-100 (fine labels), DATA_DIR/cifar-100-python, from {CIFAR100_URL}",
+)
+CIFAR10C = DatasetSpec(
+    name="cifar10c", num_classes=10, input_shape=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, load=_cifar10c,
+    default_arch="cifar_resnet110", splits=CORRUPTIONS,
+    description=f"CIFAR-10-C, one split per corruption (all 5 severities, 50,000 rows), DATA_DIR/CIFAR-10-C, "
+                f"from {CIFAR10C_URL}",
+)
+IMAGENET = DatasetSpec(
+    name="imagenet", num_classes=1000, input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    load=_imagenet, default_arch="resnet50", splits=tuple(IMAGENET_SPLITS),
+    description=f"ImageNet validation (test: all 50,000, test5000: RobustBench's 5,000), DATA_DIR/val/<wnid>/, "
+                f"from {IMAGENET_URL}",
+)
+MNIST = DatasetSpec(
+    name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=(0.0,), std=(1.0,), load=_mnist,
+    default_arch="lenet",
+    description=f"MNIST IDX files, DATA_DIR/MNIST/raw, from {MNIST_URL} (no normalisation, as in the reference)",
 )

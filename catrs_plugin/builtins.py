@@ -1,7 +1,9 @@
-"""The core's built-in registrations: the methods of the CAT-RS paper's table and the digits CNN."""
+"""The core's built-in registrations: the methods of the CAT-RS paper's table, the digits CNN and the
+reference code's CIFAR ResNets and LeNet (:mod:`catrs_plugin.backbones`)."""
 
 from __future__ import annotations
 
+from catrs_plugin.backbones import BACKBONE_SPECS
 from catrs_plugin.hookspecs import hookimpl
 from catrs_plugin.methods import CATRS, GAUSSIAN, Method
 from catrs_plugin.methods.consistency import CONSISTENCY
@@ -20,4 +22,7 @@ def catrs_register_methods() -> list[Method]:
 
 @hookimpl
 def catrs_register_models() -> list[ModelSpec]:
-    return [ModelSpec("digits_cnn", digits_cnn, "two-layer CNN for 8x8 grey images (scikit-learn digits)")]
+    return [
+        ModelSpec("digits_cnn", digits_cnn, "two-layer CNN for 8x8 grey images (scikit-learn digits)"),
+        *BACKBONE_SPECS,
+    ]

@@ -71,7 +71,8 @@ def certify_to_file(
     sigma : float
         Noise level.
     x, y : numpy.ndarray
-        The whole split; ``indices`` selects from it and names the rows.
+        The whole split; ``indices`` selects from it and names the rows. ``x`` may be any
+        array-like with ``shape`` and integer-array indexing (e.g. images decoded on access).
     outfile : str or os.PathLike
         Cohen-format TSV; its complete rows are kept and skipped when ``resume`` is true.
     indices : array of int, optional
@@ -133,7 +134,8 @@ def predict_to_file(
 
 
 def _run(smooth, x, y, outfile, indices, header, per_example, resume, progress, compute, format_row) -> int:
-    x, y = np.asarray(x), np.asarray(y)
+    x = x if hasattr(x, "shape") and hasattr(x, "__getitem__") else np.asarray(x)  # array-likes decode lazily
+    y = np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     selected = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)

@@ -4,6 +4,12 @@ A checkpoint is a dict of tensors and plain values, like the reference code's
 ``{'epoch', 'arch', 'state_dict', 'optimizer'}``; ours adds ``dataset``, ``method``,
 ``hyperparameters``, ``sigma``, ``scheduler`` and ``history``. The model it describes is
 ``Sequential(NormalizeLayer, network)``.
+
+Checkpoints written by the reference training scripts (Cohen et al.'s and CAT-RS's) load
+unchanged: they name no dataset, so it comes from the caller or from the reference code's
+convention for the architecture (:data:`REFERENCE_DATASETS`); the ``module.`` segments that
+``DataParallel`` put into the ImageNet ResNet-50's keys (``1.module.conv1.weight``) are dropped,
+and batch-norm ``num_batches_tracked`` counters missing from old checkpoints are set to 0.
 """
 
 from __future__ import annotations
@@ -69,7 +75,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` strictly; on mismatch, say which keys were missing or unexpected."""
+    """Load ``state_dict`` strictly; on mismatch, say which keys were missing or unexpected.
+
+    Keys in the reference code's layout (``DataParallel``'s ``module.`` segments, no
+    ``num_batches_tracked``) are first mapped to the model's when that makes them match.
+    """
+    state_dict = _reference_layout(model, state_dict)
     expected = set(model.state_dict())
     given = set(state_dict)
     if expected != given:
@@ -86,23 +97,71 @@ def load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
         raise ValueError(f"{source}: {error}") from None
 
 
+def _reference_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    expected = model.state_dict()
+    if set(state_dict) == set(expected):
+        return state_dict
+    renamed = {".".join(p for p in key.split(".") if p != "module"): value for key, value in state_dict.items()}
+    for key in set(expected) - set(renamed):
+        if key.endswith(".num_batches_tracked"):
+            renamed[key] = torch.zeros_like(expected[key])
+    return renamed if set(renamed) == set(expected) else state_dict
+
+
 def _preview(keys: list[str], limit: int = 5) -> str:
     shown = ", ".join(keys[:limit])
     return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+#: Dataset the reference code pairs with each of its architectures (its checkpoints name none).
+REFERENCE_DATASETS = {
+    "cifar_resnet20": "cifar10",
+    "cifar_resnet110": "cifar10",
+    "cifar100_resnet110": "cifar100",
+    "lenet": "mnist",
+    "resnet50": "imagenet",
+}
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", dataset: str | None = None
+) -> nn.Module:
     """Rebuild the model a checkpoint describes, with its normalisation layer, in eval mode.
 
-    The architecture comes from the checkpoint's ``arch`` and ``dataset`` fields through the
-    model registry.
+    The architecture comes from the checkpoint's ``arch`` field through the model registry;
+    the normalisation and number of classes from its dataset.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Our checkpoint or one written by the reference training scripts.
+    map_location : str or torch.device
+        Device of the returned model.
+    dataset : str, optional
+        Dataset for checkpoints that name none (the reference code's, whose ``certify.py``
+        takes it on the command line too); default: :data:`REFERENCE_DATASETS` of the ``arch``.
+        A checkpoint's own ``dataset`` entry takes precedence.
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint lacks ``arch`` or ``state_dict``, names an unknown architecture or
+        dataset (the message lists the registered ones), or its keys do not match the
+        architecture (the message lists missing, unexpected and expected keys).
     """
     from catrs_plugin.registry import get_registry
 
     payload = read_checkpoint(path, map_location)
-    for key in ("arch", "dataset", "state_dict"):
+    for key in ("arch", "state_dict"):
         if key not in payload:
             raise ValueError(f"checkpoint {str(path)!r} has no {key!r} entry; keys: {sorted(payload)}")
-    model = get_registry().create_model(payload["arch"], payload["dataset"])
+    arch = payload["arch"]
+    name = payload.get("dataset") or dataset or REFERENCE_DATASETS.get(arch)
+    if name is None:
+        raise ValueError(
+            f"checkpoint {str(path)!r} has no 'dataset' entry and its arch {arch!r} is none of the reference "
+            f"code's ({', '.join(sorted(REFERENCE_DATASETS))}); pass the dataset it was trained on"
+        )
+    model = get_registry().create_model(arch, name)
     load_state(model, payload["state_dict"], f"checkpoint {str(path)!r}")
     return model.to(map_location).eval()

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -86,6 +87,9 @@ def sharded_output(outfile: str | os.PathLike, indices: Sequence[int] | np.ndarr
     Without a process group this yields ``(outfile, indices)`` unchanged. With one, it yields
     ``(OUTFILE.rank{r}, indices[r::world])``; after the body, every rank waits for the others
     and rank 0 writes the merged ``outfile``, checking that every selected index is there.
+    When rank 0 cannot see every shard (nodes without a shared file system), it warns and
+    leaves the merge to :func:`merge_shards` (``catrs merge-shards``) after the shards are
+    copied together.
     """
     indices = np.asarray(indices, dtype=np.int64)
     rank, world = rank_and_world()
@@ -94,8 +98,17 @@ def sharded_output(outfile: str | os.PathLike, indices: Sequence[int] | np.ndarr
         return
     yield shard_path(outfile, rank), indices[rank::world]
     dist.barrier()
-    if rank == 0:
-        merge_shards(outfile, [shard_path(outfile, r) for r in range(world)], expected=indices)
+    shards = [shard_path(outfile, r) for r in range(world)]
+    missing = [str(path) for path in shards if not path.exists()]
+    if rank == 0 and missing:
+        warnings.warn(
+            f"cannot merge: {', '.join(missing)} not visible on this machine (no shared file system?); "
+            f"copy every shard next to {os.fspath(outfile)} and run `catrs merge-shards {os.fspath(outfile)}`",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    elif rank == 0:
+        merge_shards(outfile, shards, expected=indices)
     dist.barrier()
 
 

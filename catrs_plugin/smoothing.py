@@ -312,20 +312,21 @@ class Smooth:
             stop = min(len(batch), start + (self._forward_limit or len(batch)))
             try:
                 top[start:stop] = self._logits(batch[start:stop]).argmax(dim=1)
+                start = stop
+                continue
             except torch.OutOfMemoryError:
                 if stop - start == 1:
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                self._forward_limit = (stop - start) // 2
-                warnings.warn(
-                    f"out of memory with {stop - start} samples per forward pass; retrying with "
-                    f"{self._forward_limit} (results do not change)",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                continue
-            start = stop
+            # Outside the handler: its traceback no longer holds the failed pass's activations.
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self._forward_limit = (stop - start) // 2
+            warnings.warn(
+                f"out of memory with {stop - start} samples per forward pass; retrying with "
+                f"{self._forward_limit} (results do not change)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return top
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from catrs_plugin import distributed
 from catrs_plugin.cli import main
 from catrs_plugin.distributed import find_shards, merge_shards, shard_path
 from catrs_plugin.results import CERTIFY_HEADER
@@ -52,6 +53,22 @@ def test_merge_orders_rows_and_checks_them(tmp_path):
         merge_shards(out)
     with pytest.raises(FileNotFoundError, match="no shard files"):
         merge_shards(tmp_path / "other.tsv")
+
+
+def test_rank_zero_merges_or_says_how_to_when_a_shard_is_elsewhere(tmp_path, monkeypatch):
+    """Rank 0 of two (the process group faked): merges when it sees both shards, else explains."""
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (0, 2))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: None)
+    out = tmp_path / "out.tsv"
+    with pytest.warns(RuntimeWarning, match=r"out.tsv.rank1 not visible.*catrs merge-shards"):
+        with distributed.sharded_output(out, [0, 1, 2]) as (path, mine):
+            assert path == shard_path(out, 0) and mine.tolist() == [0, 2]
+            _write(path, "0\t1\t1\t0.5\t1\t0:00:01", "2\t2\t2\t0.7\t1\t0:00:01")
+    assert not out.exists()
+    _write(shard_path(out, 1), "1\t3\t3\t0.25\t1\t0:00:02")
+    with distributed.sharded_output(out, [0, 1, 2]):
+        pass
+    assert [line.split("\t")[0] for line in out.read_text().splitlines()] == ["idx", "0", "1", "2"]
 
 
 def test_ranks_split_every_loader_batch_evenly():

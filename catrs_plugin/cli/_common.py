@@ -28,6 +28,16 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
 
 
+def batch_size_argument(text: str) -> int | str:
+    """argparse type of ``--batch`` options: a positive integer or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or auto, got {text!r}") from None
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--data-dir``: where file-based datasets live (ignored by the embedded digits data)."""
     parser.add_argument("--data-dir", default=None, help="directory holding the dataset files")

@@ -11,7 +11,14 @@ import argparse
 
 from catrs_plugin.certification import certify_to_file, predict_to_file, select_indices
 from catrs_plugin.checkpoint import load_checkpoint
-from catrs_plugin.cli._common import AUTOCAST, add_data_arguments, add_device_argument, load_split, resolve_device
+from catrs_plugin.cli._common import (
+    AUTOCAST,
+    add_data_arguments,
+    add_device_argument,
+    batch_size_argument,
+    load_split,
+    resolve_device,
+)
 from catrs_plugin.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
 from catrs_plugin.validation import check_sigma
 
@@ -27,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("base_classifier", help="checkpoint of the base classifier (ours or the reference code's)")
         parser.add_argument("sigma", type=float, help="noise level")
         parser.add_argument("outfile", help="output TSV; an existing file is continued, not overwritten")
-        parser.add_argument("--batch", type=_batch_size, default="auto",
+        parser.add_argument("--batch", type=batch_size_argument, default="auto",
                             help="noisy samples per forward batch, or auto: from free GPU memory, "
                                  "1000 on the CPU (default: auto; results do not depend on it)")
         parser.add_argument("--skip", type=int, default=1, help="certify every skip-th example (default: 1)")
@@ -52,20 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=run_certify if name == "certify" else run_predict)
 
 
-def _batch_size(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer or auto, got {text!r}") from None
-
-
 def _prepare(args: argparse.Namespace):
     sigma = check_sigma(args.sigma)
     device = init_from_env(resolve_device(args.device), backend="gloo", timeout=SHARD_TIMEOUT)
     spec, x, y = load_split(args.dataset, args.split, args.data_dir)
-    model = load_checkpoint(args.base_classifier, map_location=device)
+    model = load_checkpoint(args.base_classifier, map_location=device, dataset=args.dataset)
     indices = select_indices(len(x), args.skip, args.max)
     return sigma, spec, model, x, y, indices
 

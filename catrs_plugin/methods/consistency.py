@@ -68,14 +68,19 @@ def consistency_method_loss(
     return consistency_loss(model, batch.inputs, batch.targets, batch.gaussian(num_noise_vec), lbd=lbd, eta=eta)
 
 
-_PAPER = {0.25: {"num_noise_vec": 2, "lbd": 20.0}, 0.5: {"num_noise_vec": 2, "lbd": 10.0}, 1.0: {"num_noise_vec": 2, "lbd": 10.0}}
 
 CONSISTENCY = Method(
     name="consistency",
     paper="Jeong, Shin. Consistency Regularization for Certified Robustness of Smoothed Classifiers. NeurIPS 2020",
     loss=consistency_method_loss,
     defaults={"num_noise_vec": 2, "lbd": 10.0, "eta": 0.5},
-    presets={"paper": _PAPER, "quick": _PAPER},
+    presets={
+        "paper": {
+            0.25: {"num_noise_vec": 2, "lbd": 20.0, "eta": 0.5},
+            0.5: {"num_noise_vec": 2, "lbd": 10.0, "eta": 0.5},
+            1.0: {"num_noise_vec": 2, "lbd": 10.0, "eta": 0.5},
+        }
+    },
     chunks="num_noise_vec",
     description="cross-entropy on M noisy copies plus KL of each to their mean and the mean's entropy",
 )

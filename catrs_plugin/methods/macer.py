@@ -14,9 +14,12 @@ This is ``macer_train`` of ``code/third_party/macer.py`` (copied by the CAT-RS a
 epoch is ``<= deferred``: the reference's ``--deferred`` flag ties that epoch to
 ``--lr_step_size`` (50 in the paper's CIFAR-10 recipe).
 
-ART 1.20's ``PyTorchMACER`` computes the same loss (the tests check one of its training steps
-against this function), but inline in its ``fit`` loop with its own data loader and the global
-random-number generator, so it cannot serve as a per-batch loss here.
+ART 1.20's ``PyTorchMACER`` computes the same loss (a test checks that one of its training
+steps moves the parameters exactly as a step on :func:`macer_loss` with the same noises
+does), but it cannot be adapted as a per-batch loss: the loss is computed inline in its
+``fit`` loop, which also shuffles with its own ``DataLoader``, draws the noise from the
+global random-number generator (not the batch's generator) and calls ``backward`` and the
+optimizer step itself. This module therefore states the same formula as a function.
 
 ``num_chunks`` splits each loader batch into that many optimizer steps: the reference runs
 MACER with its script's default batch of 64 while the other methods use 256, so the paper
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catrs_plugin.methods.base import Method, TrainBatch
-from catrs_plugin.methods.smoothed import average_softmax, noisy_logits
+from catrs_plugin.methods.smoothed import average_softmax, noisy_logits, quick_schedule
 
 
 def normal_icdf(p: torch.Tensor) -> torch.Tensor:
@@ -107,25 +110,19 @@ def macer_method_loss(
     return macer_loss(model, batch.inputs, batch.targets, noises, batch.sigma, lbd=weight, beta=beta, gamma=gamma)
 
 
-_COMMON = {"num_noise_vec": 16, "beta": 16.0, "gamma": 8.0}
+_COMMON = {"num_noise_vec": 16, "beta": 16.0, "gamma": 8.0, "num_chunks": 4}
+_PAPER = {
+    0.25: {**_COMMON, "lbd": 12.0, "deferred": None},
+    0.5: {**_COMMON, "lbd": 6.0, "deferred": None},
+    1.0: {**_COMMON, "lbd": 12.0, "deferred": 50},
+}
 
 MACER = Method(
     name="macer",
     paper="Zhai et al. MACER: Attack-free and Scalable Robust Training via Maximizing Certified Radius. ICLR 2020",
     loss=macer_method_loss,
     defaults={"num_noise_vec": 16, "lbd": 16.0, "beta": 16.0, "gamma": 8.0, "deferred": None, "num_chunks": 1},
-    presets={
-        "paper": {
-            0.25: {**_COMMON, "lbd": 12.0, "num_chunks": 4},
-            0.5: {**_COMMON, "lbd": 6.0, "num_chunks": 4},
-            1.0: {**_COMMON, "lbd": 12.0, "deferred": 50, "num_chunks": 4},
-        },
-        "quick": {
-            0.25: {**_COMMON, "lbd": 12.0},
-            0.5: {**_COMMON, "lbd": 6.0},
-            1.0: {**_COMMON, "lbd": 12.0, "deferred": 5},
-        },
-    },
+    presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "deferred")},
     chunks="num_chunks",
     description="cross-entropy of the smoothed soft classifier plus a hinge on its soft certified radius",
 )

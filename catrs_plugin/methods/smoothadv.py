@@ -16,10 +16,15 @@ authors use); each loader batch is split into ``M`` optimizer steps as there. Wi
 the reference attacks the plain cross-entropy, which differs from the loss above only through
 the 1e-20 clamp inside the logarithm.
 
-ART 1.20's ``PyTorchSmoothAdv`` is not used because it is not this algorithm: it attacks the
-base classifier on a single noise with ART's default L-infinity PGD, its warm-up overwrites the
-attack's ``norm`` (the norm type) instead of ``eps``, and for ``num_noise_vec > 1`` its labels
-are repeated while its inputs are not.
+ART 1.20's ``PyTorchSmoothAdv`` is not adapted because it is a different algorithm: its
+attack is ART's ``ProjectedGradientDescent`` with its defaults (L-infinity norm, step 0.1,
+labels taken from the model's own predictions) run one iteration at a time on the *base*
+classifier at a single noise, so it neither averages the softmax over the ``M`` noises nor
+projects the accumulated perturbation onto the L2 ball; its warm-up assigns the warmed-up
+radius to the attack's ``norm`` (the norm *type*) instead of its ``eps``; and with
+``num_noise_vec > 1`` it repeats the labels ``M`` times but not the inputs, so the loss gets
+mismatched shapes. Its noise also comes from the global random-number generator, not from
+the batch's generator, and the step is taken inside its ``fit``, so it offers no per-batch loss.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catrs_plugin.methods.base import Method, TrainBatch
-from catrs_plugin.methods.smoothed import flat_norms, frozen, noisy_logits, smoothed_nll
+from catrs_plugin.methods.smoothed import flat_norms, frozen, noisy_logits, quick_schedule, smoothed_nll
 
 
 def smoothadv_attack(
@@ -114,23 +119,18 @@ def smoothadv_method_loss(
     )
 
 
+_PAPER = {
+    0.25: {"num_noise_vec": 4, "epsilon": 1.0, "num_steps": 10, "warmup": 10},
+    0.5: {"num_noise_vec": 8, "epsilon": 1.0, "num_steps": 10, "warmup": 10},
+    1.0: {"num_noise_vec": 2, "epsilon": 2.0, "num_steps": 10, "warmup": 10},
+}
+
 SMOOTHADV = Method(
     name="smoothadv",
     paper="Salman et al. Provably Robust Deep Learning via Adversarially Trained Smoothed Classifiers. NeurIPS 2019",
     loss=smoothadv_method_loss,
     defaults={"num_noise_vec": 1, "epsilon": 0.25, "num_steps": 10, "warmup": 1},
-    presets={
-        "paper": {
-            0.25: {"num_noise_vec": 4, "epsilon": 1.0, "num_steps": 10, "warmup": 10},
-            0.5: {"num_noise_vec": 8, "epsilon": 1.0, "num_steps": 10, "warmup": 10},
-            1.0: {"num_noise_vec": 2, "epsilon": 2.0, "num_steps": 10, "warmup": 10},
-        },
-        "quick": {
-            0.25: {"num_noise_vec": 4, "epsilon": 1.0, "num_steps": 4, "warmup": 3},
-            0.5: {"num_noise_vec": 4, "epsilon": 1.0, "num_steps": 4, "warmup": 3},
-            1.0: {"num_noise_vec": 2, "epsilon": 2.0, "num_steps": 4, "warmup": 3},
-        },
-    },
+    presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "warmup")},
     chunks="num_noise_vec",
     description="cross-entropy on noisy copies of PGD adversarial inputs of the smoothed soft classifier",
 )

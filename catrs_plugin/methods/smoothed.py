@@ -7,11 +7,35 @@ Noises are laid out as ``(M, B, *input_shape)`` (one slice per noise draw, as
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Training length of the paper's CIFAR-10 recipe, in epochs.
+PAPER_EPOCHS = 150
+
+#: Training length of ``catrs compare --preset quick``, in epochs (see :mod:`catrs_plugin.compare`).
+QUICK_EPOCHS = 40
+
+
+def quick_schedule(
+    table: Mapping[float, Mapping[str, Any]], *epoch_keys: str
+) -> dict[float, dict[str, Any]]:
+    """A ``quick`` preset: the paper preset ``table`` with each epoch count under ``epoch_keys``
+    (warm-ups, deferrals) scaled from :data:`PAPER_EPOCHS` to :data:`QUICK_EPOCHS` (rounded, at least 1).
+
+    Every other hyper-parameter keeps the paper's value.
+    """
+    scale = QUICK_EPOCHS / PAPER_EPOCHS
+    return {
+        sigma: {
+            key: max(1, round(value * scale)) if key in epoch_keys and value is not None else value
+            for key, value in params.items()
+        }
+        for sigma, params in table.items()
+    }
 
 
 def noisy_logits(model: nn.Module, inputs: torch.Tensor, noises: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,14 @@ loader batch is split into ``M`` optimizer steps as there, and ``p_bar`` is not 
 
 ART 1.20's ``PyTorchSmoothMix`` follows the same code except for one thing that changes the
 method: its attack steps by ``self.alpha``, which in ART is the certification failure
-probability (default 0.001), not SmoothMix's step size (0.5 to 2.0 in the paper). With ART's
-``alpha`` set to the step size, its attack gives the same points as :func:`smoothmix_attack`
-(the tests check this); this module keeps the step size a hyper-parameter of its own.
+probability (default 0.001), not SmoothMix's step size (0.5 to 2.0 in the paper), so with
+ART's defaults the attack barely moves and the mixup term trains on (almost) clean inputs.
+Setting ART's ``alpha`` to the step size would fix the attack (a test checks that its
+``_smooth_mix_pgd_attack`` then returns the same points as :func:`smoothmix_attack`) but would
+break the estimator's certification, which reads the same ``alpha``. Its mixup weights and
+noises also come from the global random-number generator and the step is taken inside its
+``fit``, so it offers no per-batch loss driven by the batch's generator. This module keeps the
+step size a hyper-parameter of its own.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from torch import nn
 
 from catrs_plugin.methods.base import Method, TrainBatch
 from catrs_plugin.methods.smoothadv import warmed_up
-from catrs_plugin.methods.smoothed import average_softmax, flat_norms, frozen, noisy_logits, smoothed_nll
+from catrs_plugin.methods.smoothed import (
+    average_softmax,
+    flat_norms,
+    frozen,
+    noisy_logits,
+    quick_schedule,
+    smoothed_nll,
+)
 
 
 def _project(x: torch.Tensor, origin: torch.Tensor, maxnorm: float | None) -> torch.Tensor:
@@ -166,6 +178,12 @@ def smoothmix_method_loss(
     )
 
 
+_PAPER = {
+    0.25: {"num_noise_vec": 2, "num_steps": 4, "step_size": 0.5, "mix_step": 0, "eta": 5.0, "warmup": 10},
+    0.5: {"num_noise_vec": 2, "num_steps": 4, "step_size": 1.0, "mix_step": 1, "eta": 5.0, "warmup": 10},
+    1.0: {"num_noise_vec": 2, "num_steps": 4, "step_size": 2.0, "mix_step": 1, "eta": 5.0, "warmup": 10},
+}
+
 SMOOTHMIX = Method(
     name="smoothmix",
     paper="Jeong, Park, Kim, Lee, Kim, Shin. SmoothMix: Training Confidence-calibrated Smoothed Classifiers "
@@ -175,18 +193,7 @@ SMOOTHMIX = Method(
         "num_noise_vec": 1, "step_size": 1.0, "num_steps": 8, "mix_step": 0, "eta": 1.0, "warmup": 10,
         "maxnorm_s": None, "maxnorm": None,
     },
-    presets={
-        "paper": {
-            0.25: {"num_noise_vec": 2, "num_steps": 4, "step_size": 0.5, "mix_step": 0, "eta": 5.0},
-            0.5: {"num_noise_vec": 2, "num_steps": 4, "step_size": 1.0, "mix_step": 1, "eta": 5.0},
-            1.0: {"num_noise_vec": 2, "num_steps": 4, "step_size": 2.0, "mix_step": 1, "eta": 5.0},
-        },
-        "quick": {
-            0.25: {"num_noise_vec": 2, "num_steps": 4, "step_size": 0.5, "mix_step": 0, "eta": 5.0, "warmup": 3},
-            0.5: {"num_noise_vec": 2, "num_steps": 4, "step_size": 1.0, "mix_step": 1, "eta": 5.0, "warmup": 3},
-            1.0: {"num_noise_vec": 2, "num_steps": 4, "step_size": 2.0, "mix_step": 1, "eta": 5.0, "warmup": 3},
-        },
-    },
+    presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "warmup")},
     chunks="num_noise_vec",
     description="cross-entropy plus a mixup between clean and adversarial noisy inputs towards calibrated targets",
 )

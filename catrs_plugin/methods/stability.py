@@ -59,9 +59,6 @@ STABILITY = Method(
     paper="Li, Chen, Wang, Carin. Certified Adversarial Robustness with Additive Noise. NeurIPS 2019",
     loss=stability_method_loss,
     defaults={"lbd": 2.0},
-    presets={
-        "paper": {0.25: {"lbd": 2.0}, 0.5: {"lbd": 2.0}, 1.0: {"lbd": 1.0}},
-        "quick": {0.25: {"lbd": 2.0}, 0.5: {"lbd": 2.0}, 1.0: {"lbd": 1.0}},
-    },
+    presets={"paper": {0.25: {"lbd": 2.0}, 0.5: {"lbd": 2.0}, 1.0: {"lbd": 1.0}}},
     description="cross-entropy on clean inputs plus lambda times the cross-entropy of noisy to clean predictions",
 )

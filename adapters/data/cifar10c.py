@@ -1,0 +1,106 @@
+"""CIFAR-10-C (Hendrycks and Dietterich, 2019) as RobustBench lays it out.
+
+Layout under ``data_dir`` (the extracted ``CIFAR-10-C.tar``)::
+
+    data_dir/CIFAR-10-C/labels.npy          (50,000,) labels, the test labels repeated 5 times
+    data_dir/CIFAR-10-C/<corruption>.npy    (50,000, 32, 32, 3) uint8, one per corruption
+
+Rows ``(s - 1) * 10,000`` to ``s * 10,000`` hold severity ``s`` (1 to 5). The number of rows
+per severity is read from ``labels.npy`` (a fifth of its length), so smaller files in the
+same format work too. Row indices of the whole file are the example indices of the CAT-RS
+paper's CIFAR-10-C results (every 100th of the 50,000).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from catrs_adapters.data._files import data_root, require_file
+from catrs_plugin.validation import check_choice
+
+CIFAR10C_URL = "https://zenodo.org/records/2535967 (CIFAR-10-C.tar)"
+
+#: The 15 corruptions of the CIFAR-10-C benchmark, in ``robustbench.data.CORRUPTIONS``' order.
+CORRUPTIONS = (
+    "shot_noise", "motion_blur", "snow", "pixelate", "gaussian_noise", "defocus_blur", "brightness", "fog",
+    "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression", "elastic_transform",
+)
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def cifar10c_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The ``CIFAR-10-C`` folder under ``data_dir``."""
+    return data_root(data_dir) / "CIFAR-10-C"
+
+
+def read_corruption(
+    corruption: str, data_dir: str | os.PathLike | None = None, severities: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of one corruption file at the chosen severities, in file order.
+
+    Parameters
+    ----------
+    corruption : str
+        One of :data:`CORRUPTIONS`.
+    data_dir : str or os.PathLike, optional
+        Folder holding ``CIFAR-10-C/`` (default ``./data``).
+    severities : sequence of int, optional
+        Severities to keep (default: all five).
+
+    Returns
+    -------
+    x : numpy.ndarray
+        ``(n, 3, 32, 32)`` float32 in [0, 1].
+    y : numpy.ndarray
+        ``(n,)`` int64.
+    rows : numpy.ndarray
+        ``(n,)`` int64 row indices in the whole file (``(severity - 1) * 10,000 + i``).
+    """
+    check_choice(corruption, CORRUPTIONS, "corruption")
+    chosen = SEVERITIES if severities is None else tuple(severities)
+    if not chosen or any(severity not in SEVERITIES for severity in chosen):
+        raise ValueError(f"severities must lie in 1..5, got {list(chosen)}")
+    folder = cifar10c_dir(data_dir)
+    labels = np.load(require_file(folder / "labels.npy", "CIFAR-10-C", CIFAR10C_URL))
+    images = np.load(require_file(folder / f"{corruption}.npy", "CIFAR-10-C", CIFAR10C_URL), mmap_mode="r")
+    if len(labels) % len(SEVERITIES) or images.shape != (len(labels), 32, 32, 3) or images.dtype != np.uint8:
+        raise ValueError(
+            f"CIFAR-10-C: {str(folder / (corruption + '.npy'))!r} must hold (n, 32, 32, 3) uint8 images with n = "
+            f"len(labels.npy) = 5 x rows per severity, got {images.dtype} {images.shape} and {len(labels)} labels"
+        )
+    per_severity = len(labels) // len(SEVERITIES)
+    rows = np.concatenate([np.arange((s - 1) * per_severity, s * per_severity) for s in sorted(set(chosen))])
+    x = np.transpose(np.asarray(images[rows]), (0, 3, 1, 2)).astype(np.float32) / 255.0
+    return x, labels[rows].astype(np.int64), rows
+
+
+def load_cifar10c(
+    n_examples: int,
+    severity: int = 5,
+    data_dir: str | os.PathLike | None = None,
+    shuffle: bool = False,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``robustbench.data.load_cifar10c`` on local files, returning numpy arrays.
+
+    Takes the first ``ceil(n_examples / len(corruptions))`` images of each corruption at
+    ``severity``, concatenates them in the order of ``corruptions``, optionally shuffles, and
+    keeps ``n_examples``. Deviations from RobustBench: numpy arrays instead of tensors, a
+    missing file is an error instead of a download, and ``shuffle`` uses
+    ``numpy.random.default_rng(seed)`` instead of the global random state.
+    """
+    if n_examples < 1:
+        raise ValueError(f"n_examples must be an integer >= 1, got {n_examples}")
+    per_corruption = -(-n_examples // len(corruptions))
+    parts = [read_corruption(c, data_dir, (severity,))[:2] for c in corruptions]
+    x = np.concatenate([p[0][:per_corruption] for p in parts])
+    y = np.concatenate([p[1][:per_corruption] for p in parts])
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(len(x))
+        x, y = x[order], y[order]
+    return x[:n_examples], y[:n_examples]

@@ -1,0 +1,138 @@
+"""ImageNet validation images from class folders, preprocessed like the reference code.
+
+Layout under ``data_dir`` (the validation set sorted into one folder per class, e.g. with
+``valprep.sh`` as the reference code and RobustBench expect)::
+
+    data_dir/val/n01440764/ILSVRC2012_val_00000293.JPEG
+    data_dir/val/n01443537/...
+
+Classes are the sorted folder names (torchvision's ``ImageFolder`` order, so the labels are
+the usual 0..999); images come in ``ImageFolder`` order (by class, then file name), or in the
+order of RobustBench's fixed list of 5,000 images. Each image is resized to 256 on its short
+side, centre-cropped to 224 and scaled to [0, 1] (the reference's ``test`` transform and
+RobustBench's ``Res256Crop224``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torchvision import transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from catrs_adapters.data._files import data_root, require_dir, require_file
+from catrs_plugin.validation import check_choice
+
+IMAGENET_URL = "https://image-net.org/download-images.php (ILSVRC2012_img_val.tar, 50,000 images)"
+
+#: Image sets: every validation image, or RobustBench's 5,000.
+IMAGE_SETS = ("all", "robustbench")
+
+PREPROCESS = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+
+
+def imagenet_samples(data_dir: str | os.PathLike | None = None, image_set: str = "all") -> list[tuple[Path, int]]:
+    """``(path, label)`` of the chosen validation images, in loading order."""
+    check_choice(image_set, IMAGE_SETS, "image_set")
+    root = require_dir(data_root(data_dir) / "val", "ImageNet", IMAGENET_URL)
+    _, class_to_idx = find_classes(str(root))
+    if image_set == "all":
+        return [(Path(path), label) for path, label in make_dataset(str(root), class_to_idx, IMG_EXTENSIONS)]
+    from catrs_adapters.data.robustbench import imagenet_5000_list
+
+    samples = []
+    for name in imagenet_5000_list():
+        wnid = name.split("/")[0]
+        if wnid not in class_to_idx:
+            raise FileNotFoundError(
+                f"ImageNet: class folder {str(root / wnid)!r} of RobustBench's image {name!r} does not exist; "
+                f"the data set is published at {IMAGENET_URL}"
+            )
+        samples.append((root / name, class_to_idx[wnid]))
+    return samples
+
+
+class ImageFolderArray:
+    """Images decoded on access: an array-like of shape ``(n, 3, 224, 224)`` over image files.
+
+    Indexing with an integer, a slice or an array of integers decodes just those images into a
+    float32 numpy array, so certifying every 100th ImageNet validation image never holds the
+    other 49,500 in memory. ``numpy.asarray`` decodes everything.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 4
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = list(paths)
+        self.shape = (len(self.paths), 3, 224, 224)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int | slice | np.ndarray) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self._decode(self.paths[index])
+        rows = np.arange(len(self.paths))[index]
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.float32)
+        for position, row in enumerate(rows):
+            out[position] = self._decode(self.paths[row])
+        return out
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        images = self[:]
+        return images if dtype is None else images.astype(dtype)
+
+    @staticmethod
+    def _decode(path: Path) -> np.ndarray:
+        with Image.open(require_file(path, "ImageNet", IMAGENET_URL)) as image:
+            return PREPROCESS(image.convert("RGB")).numpy()
+
+
+def load_imagenet(
+    n_examples: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    image_set: str = "all",
+    shuffle: bool = False,
+    seed: int = 0,
+    lazy: bool = False,
+) -> tuple[np.ndarray | ImageFolderArray, np.ndarray]:
+    """ImageNet validation images (``robustbench.data.load_imagenet`` with a choice of image set).
+
+    Float32 images take 0.6 MB each: decoding the 50,000 images of ``image_set="all"`` at once
+    needs 30 GB of memory, so the registered ``imagenet`` dataset loads lazily.
+
+    Parameters
+    ----------
+    n_examples : int, optional
+        Keep the first ``n_examples`` (after shuffling); all when ``None``.
+    data_dir : str or os.PathLike, optional
+        Folder holding ``val/`` (default ``./data``).
+    image_set : {"all", "robustbench"}
+        Every validation image, or RobustBench's 5,000 (needs robustbench installed).
+    shuffle : bool
+        Shuffle with ``numpy.random.default_rng(seed)`` before taking ``n_examples``.
+    lazy : bool
+        Return an :class:`ImageFolderArray` that decodes images when indexed, instead of
+        decoding them all now.
+
+    Returns
+    -------
+    x : numpy.ndarray or ImageFolderArray
+        ``(n, 3, 224, 224)`` float32 in [0, 1].
+    y : numpy.ndarray
+        ``(n,)`` int64.
+    """
+    samples = imagenet_samples(data_dir, image_set)
+    if shuffle:
+        samples = [samples[i] for i in np.random.default_rng(seed).permutation(len(samples))]
+    if n_examples is not None:
+        if n_examples < 1:
+            raise ValueError(f"n_examples must be an integer >= 1 or None, got {n_examples}")
+        samples = samples[:n_examples]
+    images = ImageFolderArray([require_file(path, "ImageNet", IMAGENET_URL) for path, _ in samples])
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    return (images if lazy else images[:]), labels

@@ -1,0 +1,222 @@
+"""Certification throughput: our engine against ART and a per-image loop in the style of Cohen et al.
+
+Contenders, all on the same model (seeded random weights, or ``--checkpoint``), the same inputs,
+N0, N, alpha, sigma and forward batch size:
+
+* ``engine``: :class:`catrs_plugin.smoothing.Smooth` with its defaults (fp32, exact);
+* ``art``: ``PyTorchRandomizedSmoothing.certify`` of the Adversarial Robustness Toolbox
+  (numpy noise on the host, one input at a time, logits copied back per batch);
+* ``loop``: CERTIFY as Cohen et al. describe it, one image at a time: repeat the image into a
+  batch, add ``torch.randn`` noise on the device, take the argmax, count on the host;
+* ``engine-bf16``, ``engine-fp16`` (``--amp``): the engine under autocast, plus
+  ``--channels-last`` / ``--compile`` when given. Their agreement with ``engine`` (the same
+  noise, only the precision differs) is reported: identical predictions and radius differences.
+
+Each contender runs in a fresh process after a warm-up call on one image. With ``--repeats R``
+all contenders run in turn R times and each one's fastest round counts, which evens out the
+load of a shared machine. Reported: seconds
+per image, noisy samples per second, achieved TFLOP/s (FLOPs of one forward pass from
+``torch.utils.flop_counter``, convolutions and matrix products only) and its share of the
+device's peak, peak memory (CUDA: allocated device memory; CPU: peak resident set of the
+process, libraries included), and each contender's time relative to the engine's.
+
+Example (CPU, a few minutes on 2 cores)::
+
+    python benchmarks/certify.py --device cpu --model cifar_resnet110 --images 2 --n 1000
+
+On one H100 (the issue's targets)::
+
+    python benchmarks/certify.py --device cuda --model cifar_resnet110 --images 20 --n 100000 --batch 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    MODELS,
+    build_model,
+    describe_device,
+    flops_per_sample,
+    isolated,
+    peak_tflops,
+    resolve_device,
+    timed,
+)
+
+from catrs_plugin.smoothing import Smooth  # noqa: E402
+from catrs_plugin.stats import certified_radius, lower_confidence_bound  # noqa: E402
+
+AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def loop_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
+    """CERTIFY one image at a time, sampling the way Cohen et al.'s algorithm is usually written."""
+
+    def counts(image, num):
+        total = np.zeros(classes, dtype=np.int64)
+        remaining = num
+        with torch.no_grad():
+            while remaining > 0:
+                size = min(batch, remaining)
+                remaining -= size
+                repeated = image.unsqueeze(0).repeat(size, *([1] * image.ndim))
+                noise = torch.randn_like(repeated) * sigma
+                top = model(repeated + noise).argmax(1)
+                total += np.bincount(top.cpu().numpy(), minlength=classes)
+        return total
+
+    predictions, radii = [], []
+    for image in torch.as_tensor(x, device=device):
+        selected = int(counts(image, n0).argmax())
+        p_lower = float(lower_confidence_bound(counts(image, n)[selected], n, alpha))
+        predictions.append(selected if p_lower >= 0.5 else -1)
+        radii.append(float(certified_radius(p_lower, sigma)) if p_lower >= 0.5 else 0.0)
+    return np.array(predictions), np.array(radii)
+
+
+def art_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+
+    smoothed = PyTorchRandomizedSmoothing(
+        model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]), nb_classes=classes,
+        device_type="gpu" if device.type == "cuda" else "cpu", sample_size=n0, scale=sigma, alpha=alpha,
+    )
+    return smoothed.certify(x, n=n, batch_size=batch)
+
+
+def engine_certify(model, x, n0, n, alpha, sigma, batch, classes, device, amp=None, channels_last=False,
+                   compile_mode=None):
+    smooth = Smooth(model, classes, sigma, batch_size=batch, seed=0, autocast_dtype=AMP.get(amp),
+                    channels_last=channels_last, compile_mode=compile_mode)
+    return smooth.certify(x, n0, n, alpha)
+
+
+def inputs(config, shape):
+    if config["dataset"]:
+        from catrs_plugin.registry import get_registry
+
+        x = get_registry().dataset(config["dataset"]).load("test", data_dir=config["data_dir"])[0]
+        return np.ascontiguousarray(x[: config["images"]], dtype=np.float32)
+    return np.random.default_rng(0).random((config["images"], *shape), dtype=np.float32)
+
+
+def measure(config, contender):
+    """Run one contender in this (fresh) process; return its figures and results."""
+    torch.set_num_threads(config["threads"] or torch.get_num_threads())
+    device = torch.device(config["device"])
+    if config["checkpoint"]:
+        from catrs_plugin.checkpoint import load_checkpoint
+
+        model = load_checkpoint(config["checkpoint"], map_location=device)
+        x = inputs(config, None)
+        shape = tuple(x.shape[1:])
+        with torch.inference_mode():
+            classes = int(model(torch.zeros((1, *shape), device=device)).shape[1])
+    else:
+        model, shape, classes = build_model(config["model"], device)
+        x = inputs(config, shape)
+    flops = flops_per_sample(model, shape, device)
+    kind, _, amp = contender.partition("-")
+    options = {}
+    if kind == "engine" and amp:
+        options = {"amp": amp, "channels_last": config["channels_last"], "compile_mode": config["compile"]}
+    function = {"engine": engine_certify, "art": art_certify, "loop": loop_certify}[kind]
+    common = (config["alpha"], config["sigma"], config["batch"], classes, device)
+    function(model, x[:1], config["batch"], config["batch"], *common, **options)  # warm-up
+    (predictions, radii), seconds, memory = timed(
+        device, lambda: function(model, x, config["n0"], config["n"], *common, **options)
+    )
+    samples = len(x) * (config["n0"] + config["n"])
+    peak, source = peak_tflops(device, amp or "fp32", config["peak_tflops"])
+    achieved = flops * samples / seconds / 1e12
+    return {
+        "contender": contender, "seconds_per_image": seconds / len(x), "samples_per_second": samples / seconds,
+        "tflops": achieved, "peak": peak, "peak_source": source, "memory_mib": memory, "gflops_per_sample":
+        flops / 1e9, "predictions": np.asarray(predictions), "radii": np.asarray(radii, dtype=np.float64),
+        "device": describe_device(device),
+    }
+
+
+def report(results, config):
+    base = results["engine"]
+    print(f"device: {base['device']}")
+    print(f"model: {config['checkpoint'] or config['model']}, {base['gflops_per_sample']:.4g} GFLOP per forward "
+          f"sample; {config['images']} images, N0={config['n0']}, N={config['n']}, alpha={config['alpha']}, "
+          f"sigma={config['sigma']}, batch={config['batch']}")
+    print(f"{'contender':<13}{'s/image':>10}{'samples/s':>12}{'TFLOP/s':>10}{'% peak':>8}{'peak MiB':>10}"
+          f"{'time / engine':>15}")
+    for name, figures in results.items():
+        share = f"{100 * figures['tflops'] / figures['peak']:.1f}" if figures["peak"] else "n/a"
+        print(f"{name:<13}{figures['seconds_per_image']:>10.3f}{figures['samples_per_second']:>12.0f}"
+              f"{figures['tflops']:>10.4f}{share:>8}{figures['memory_mib']:>10.0f}"
+              f"{figures['seconds_per_image'] / base['seconds_per_image']:>14.2f}x")
+    print(f"peak TFLOP/s: {base['peak_source']}")
+    for name, figures in results.items():
+        if name.startswith("engine-"):
+            same = np.mean(figures["predictions"] == base["predictions"])
+            both = (figures["predictions"] >= 0) & (base["predictions"] >= 0)
+            difference = np.abs(figures["radii"] - base["radii"])
+            worst = difference[both].max() if both.any() else 0.0
+            print(f"{name} vs fp32 engine: identical predictions {same:.4f} "
+                  f"({int(same * len(difference))}/{len(difference)}), |radius difference| mean "
+                  f"{difference.mean():.2e}, max {difference.max():.2e} (max {worst:.2e} where both certify)")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="cifar_resnet110",
+                        help="architecture with seeded random weights (default: cifar_resnet110)")
+    parser.add_argument("--checkpoint", default=None, help="certify this checkpoint's model instead of --model")
+    parser.add_argument("--dataset", default=None, help="take the inputs from this registered dataset's test "
+                                                         "split (default: uniform random inputs)")
+    parser.add_argument("--data-dir", default=None, help="directory of file-based datasets")
+    parser.add_argument("--images", type=int, default=2, help="inputs to certify (default: 2)")
+    parser.add_argument("--n0", type=int, default=100, help="selection samples (default: 100)")
+    parser.add_argument("--n", type=int, default=1000, help="estimation samples (default: 1000)")
+    parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
+    parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: 0.25)")
+    parser.add_argument("--batch", type=int, default=500, help="noisy samples per forward pass (default: 500)")
+    parser.add_argument("--contenders", nargs="+", choices=("engine", "art", "loop"), default=["engine", "art", "loop"],
+                        help="what to time besides reduced precision (default: engine art loop)")
+    parser.add_argument("--amp", nargs="*", choices=sorted(AMP), default=["bf16"],
+                        help="reduced-precision engine runs, timed and compared with fp32 (default: bf16)")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last in the reduced-precision runs")
+    parser.add_argument("--compile", default=None, help="torch.compile mode in the reduced-precision runs")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s (default: data-sheet table for known GPUs)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all contenders, each run in a fresh process; a contender's fastest "
+                             "round counts (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.checkpoint and not args.dataset:
+        parser.error("--checkpoint needs --dataset (the inputs of the checkpoint's model)")
+    config = {**vars(args), "device": str(resolve_device(args.device))}
+    contenders = list(dict.fromkeys(["engine", *args.contenders, *(f"engine-{amp}" for amp in args.amp)]))
+    results = {}
+    for round_ in range(args.repeats):
+        for contender in contenders:
+            print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
+            try:
+                figures = isolated(measure, config, contender)
+            except (MemoryError, RuntimeError) as error:  # e.g. ART's host-side noise for ImageNet at large N
+                if contender == "engine":
+                    raise
+                print(f"{contender} failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+                continue
+            if contender not in results or figures["seconds_per_image"] < results[contender]["seconds_per_image"]:
+                results[contender] = figures
+    report(results, config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""CAT-RS training throughput: our training loop against a loop in the style of the reference code.
+
+Both train the same model (seeded random weights) on the same CIFAR-10-shaped random data with
+the same loader batch, M (``num_noise_vec``), T (``num_steps``), epsilon and lambda:
+
+* ``reference``: a loop organised the way ``train_catrs.py`` of ``alinlab/smoothing-catrs``
+  is: a ``DataLoader`` on host memory, each of the M chunks of a loader batch moved to the
+  device, a list of M noise tensors, the model switched to eval mode and its parameters
+  frozen and unfrozen around the worst-case search at every step, four ``.item()`` host
+  synchronisations per step for the running averages, plain (unfused) SGD, fp32;
+* ``ours``: :func:`catrs_plugin.training.train` with the registered ``catrs`` method, fp32;
+* ``ours-fast``: the same with ``--amp`` (bf16 by default), ``channels_last`` and, on CUDA,
+  the fused SGD kernel.
+
+Each contender runs in a fresh process (all of them in turn ``--repeats`` times, the fastest
+round counting). Only ``--batches`` loader batches are timed (after one warm-up batch), and the time of a
+full epoch of ``--epoch-examples`` examples (50,000 for CIFAR-10) is extrapolated from them:
+the figures are labelled as such.
+
+Example (CPU, a few minutes on 2 cores)::
+
+    python benchmarks/train.py --device cpu --model cifar_resnet20 --batch 64 --batches 2
+
+The paper's setting on one GPU::
+
+    python benchmarks/train.py --device cuda --model cifar_resnet110 --batch 256 --batches 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import CIFAR, describe_device, isolated, resolve_device, timed  # noqa: E402
+
+from catrs_plugin.models import NormalizeLayer  # noqa: E402
+
+SHAPE, CLASSES = (3, 32, 32), 10
+
+
+def make_model(name: str, device: torch.device) -> nn.Module:
+    from catrs_plugin.registry import get_registry
+
+    torch.manual_seed(0)
+    net = get_registry().model(name).factory(CLASSES, SHAPE[0])
+    return nn.Sequential(NormalizeLayer(*CIFAR), net).to(device)
+
+
+def make_data(examples: int):
+    rng = np.random.default_rng(0)
+    x = rng.random((examples, *SHAPE), dtype=np.float32)
+    y = rng.integers(0, CLASSES, examples)
+    soft = rng.dirichlet(np.ones(CLASSES), size=examples).astype(np.float32)
+    return x, y, soft
+
+
+def reference_style(model, data, config, device):
+    """One pass over ``data``, organised like the reference training script (see the module docstring)."""
+    m, steps, epsilon, lbd, sigma = config["m"], config["t"], config["epsilon"], config["lbd"], config["sigma"]
+    dataset = torch.utils.data.TensorDataset(*(torch.as_tensor(a) for a in data))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config["batch"], shuffle=True,
+                                         num_workers=config["workers"], pin_memory=device.type == "cuda")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    lower = torch.ones(m + 1, m).tril(-1).to(device)  # row k keeps the k smallest losses
+    sums = [0.0, 0.0, 0.0, 0.0]
+    model.train()
+    for x, y, p in loader:
+        size = len(x) // m
+        for k in range(m):
+            inputs, targets, soft = (t[k * size : (k + 1) * size].to(device) for t in (x, y, p))
+            noises = [torch.randn_like(inputs) * sigma for _ in range(m)]
+            logits0 = model(torch.cat([inputs + d for d in noises]))
+            chunks0 = torch.chunk(logits0, m)
+            votes = sum(F.one_hot(c.argmax(1), CLASSES) for c in chunks0) / m
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            model.eval()
+            worst = _search(model, inputs, soft, noises, epsilon, steps)
+            model.train()
+            for parameter in model.parameters():
+                parameter.requires_grad_(True)
+            logits = model(torch.cat([inputs + d for d in worst]))
+            xent = torch.cat([F.cross_entropy(c, targets, reduction="none")[:, None] for c in chunks0], 1).sort(1)[0]
+            confidence = votes.gather(1, targets[:, None]).squeeze(1)
+            accept = torch.distributions.Binomial(m, confidence).sample().long().clamp(min=1)
+            loss_low = (xent * lower[accept]).mean(1)
+            kl = torch.cat([F.kl_div(F.log_softmax(c, 1), soft, reduction="none").sum(1, keepdim=True)
+                            for c in torch.chunk(logits, m)], 1).max(1)[0]
+            loss = (loss_low + lbd * kl * (accept == m)).mean()
+            correct = (logits.argmax(1) == targets.repeat(m)).float().mean()
+            top5 = (logits.topk(5, 1)[1] == targets.repeat(m)[:, None]).any(1).float().mean()
+            for slot, value in enumerate((loss_low.mean(), loss, correct, top5)):
+                sums[slot] += value.item() * size
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return sums[1]
+
+
+def _search(model, inputs, soft, noises, epsilon, steps):
+    m = len(noises)
+    repeated = inputs.repeat(m, 1, 1, 1)
+    start = torch.cat(noises)
+    flat = start.view(len(start), -1)
+    mean0, rms0 = flat.mean(1).view(-1, 1, 1, 1), flat.pow(2).mean(1).sqrt().view(-1, 1, 1, 1)
+    noise = start.detach()
+    for _ in range(steps):
+        noise.requires_grad_()
+        chunks = torch.chunk(model(repeated + noise), m)
+        loss = sum(F.kl_div(F.log_softmax(c, 1), soft, reduction="none").sum(1) for c in chunks).sum() / m
+        grad = torch.autograd.grad(loss, [noise])[0]
+        grad = grad / (grad.view(len(grad), -1).norm(dim=1).view(-1, 1, 1, 1) + 1e-8)
+        noise = start + (noise + 2 * epsilon / steps * grad - start).renorm(2, 0, epsilon)
+        flat = noise.view(len(noise), -1)
+        mean, rms = flat.mean(1).view(-1, 1, 1, 1), flat.pow(2).mean(1).sqrt().view(-1, 1, 1, 1)
+        noise = ((noise - mean) / rms * rms0 + mean0).detach()
+    return torch.chunk(noise, m)
+
+
+def ours(model, data, config, device, amp=None, fast=False):
+    from catrs_plugin.registry import get_registry
+    from catrs_plugin.training import TensorData, TrainConfig, train
+
+    method = get_registry().method("catrs")
+    hyperparameters = method.hyperparameters(num_noise_vec=config["m"], num_steps=config["t"],
+                                             epsilon=config["epsilon"], lbd=config["lbd"])
+    settings = TrainConfig(epochs=1, batch_size=config["batch"], progress=False, amp=amp, channels_last=fast)
+    return train(model, method, hyperparameters, config["sigma"], TensorData(*data), settings)[-1]["loss"]
+
+
+def measure(config, contender):
+    torch.set_num_threads(config["threads"] or torch.get_num_threads())
+    device = torch.device(config["device"])
+    model = make_model(config["model"], device)
+    run = {"reference": reference_style, "ours": ours,
+           "ours-fast": lambda *a: ours(*a, amp=config["amp"], fast=True)}[contender]
+    warm = make_data(config["batch"])
+    run(model, warm, config, device)
+    data = make_data(config["batch"] * config["batches"])
+    _, seconds, memory = timed(device, lambda: run(model, data, config, device))
+    return {"seconds_per_batch": seconds / config["batches"], "memory_mib": memory, "device": describe_device(device)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--model", default="cifar_resnet20",
+                        help="registered CIFAR architecture (default: cifar_resnet20; the paper: cifar_resnet110)")
+    parser.add_argument("--batch", type=int, default=64, help="loader batch, split into M steps (default: 64)")
+    parser.add_argument("--batches", type=int, default=2, help="loader batches timed (default: 2)")
+    parser.add_argument("--epoch-examples", type=int, default=50_000, help="examples per epoch (default: 50000)")
+    parser.add_argument("--m", type=int, default=4, help="noises per example, num_noise_vec (default: 4)")
+    parser.add_argument("--t", type=int, default=4, help="worst-case search steps, num_steps (default: 4)")
+    parser.add_argument("--epsilon", type=float, default=1.0, help="search radius (default: 1.0)")
+    parser.add_argument("--lbd", type=float, default=0.5, help="lambda (default: 0.5)")
+    parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: 0.25)")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default="bf16", help="precision of ours-fast (default: bf16)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop (default: 0)")
+    parser.add_argument("--contenders", nargs="+", choices=("reference", "ours", "ours-fast"),
+                        default=["reference", "ours", "ours-fast"], help="what to time (default: all)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds over all contenders, each run in a fresh process; a contender's fastest "
+                             "round counts (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.batch % args.m:
+        parser.error("--batch must be a multiple of --m (each loader batch is split into M steps)")
+    config = {**vars(args), "device": str(resolve_device(args.device))}
+    results = {}
+    for round_ in range(args.repeats):
+        for contender in args.contenders:
+            print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
+            figures = isolated(measure, config, contender)
+            if contender not in results or figures["seconds_per_batch"] < results[contender]["seconds_per_batch"]:
+                results[contender] = figures
+    batches_per_epoch = -(-args.epoch_examples // args.batch)
+    first = next(iter(results.values()))
+    print(f"device: {first['device']}")
+    print(f"model: {args.model}; batch {args.batch} (M={args.m} steps of {args.batch // args.m}), T={args.t}; "
+          f"{args.batches} loader batches timed, epoch of {args.epoch_examples} examples extrapolated")
+    reference = results.get("reference")
+    print(f"{'contender':<11}{'s/batch':>10}{'examples/s':>12}{'s/epoch (extrapolated)':>24}{'peak MiB':>10}"
+          f"{'speed-up vs reference':>23}")
+    for name, figures in results.items():
+        speedup = f"{reference['seconds_per_batch'] / figures['seconds_per_batch']:.2f}x" if reference else "n/a"
+        print(f"{name:<11}{figures['seconds_per_batch']:>10.3f}{args.batch / figures['seconds_per_batch']:>12.1f}"
+              f"{figures['seconds_per_batch'] * batches_per_epoch:>24.0f}{figures['memory_mib']:>10.0f}{speedup:>23}")
+
+
+if __name__ == "__main__":
+    main()

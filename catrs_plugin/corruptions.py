@@ -1,0 +1,85 @@
+"""Summaries of corruption benchmarks (CIFAR-10-C): one CERTIFY file per corruption in a folder.
+
+As in the CAT-RS paper: per corruption, the ACR and the accuracy of the smoothed classifier
+(certified accuracy at radius 0) over the certified examples; then their means over the
+corruptions, mACR and mAcc.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from catrs_plugin.metrics import average_certified_radius, certified_accuracy
+from catrs_plugin.results import read_certify_results
+
+
+def summarize_corruptions(directory: str | os.PathLike) -> dict:
+    """Summary of the ``<corruption>.tsv`` CERTIFY files in ``directory``.
+
+    Returns
+    -------
+    dict
+        ``path``; ``corruptions``: one row per file, sorted by name, with ``corruption``,
+        ``path``, ``n``, ``acr`` and ``accuracy`` (a fraction); ``mean_acr`` and
+        ``mean_accuracy``: the unweighted means of the rows.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``directory`` does not exist.
+    ValueError
+        If it holds no ``.tsv`` file or a file is malformed.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"corruption result folder {str(directory)!r} does not exist")
+    files = sorted(directory.glob("*.tsv"))
+    if not files:
+        raise ValueError(f"{str(directory)!r} holds no <corruption>.tsv CERTIFY files")
+    rows = []
+    for file in files:
+        results = read_certify_results(file)
+        rows.append({
+            "corruption": file.stem,
+            "path": str(file),
+            "n": len(results),
+            "acr": average_certified_radius(results.radius, results.correct),
+            "accuracy": float(certified_accuracy(results.radius, results.correct, [0.0])[0]),
+        })
+    return {
+        "path": str(directory),
+        "corruptions": rows,
+        "mean_acr": float(np.mean([row["acr"] for row in rows])),
+        "mean_accuracy": float(np.mean([row["accuracy"] for row in rows])),
+    }
+
+
+def format_corruption_table(summaries: list[dict], markdown: bool = False) -> str:
+    """One row per corruption and a last row of means; two columns (ACR, Acc in percent) per folder.
+
+    Folders are labelled by their names; a corruption missing from a folder shows ``-``.
+    """
+    labels = [Path(summary["path"]).name or summary["path"] for summary in summaries]
+    header = ["corruption", *(f"{label} {column}" for label in labels for column in ("ACR", "Acc"))]
+    names = sorted({row["corruption"] for summary in summaries for row in summary["corruptions"]})
+    table = []
+    for name in names:
+        cells = [name]
+        for summary in summaries:
+            row = next((r for r in summary["corruptions"] if r["corruption"] == name), None)
+            cells += ["-", "-"] if row is None else [f"{row['acr']:.3f}", f"{100 * row['accuracy']:.1f}"]
+        table.append(cells)
+    table.append(["mean (mACR, mAcc)", *(cell for summary in summaries
+                                         for cell in (f"{summary['mean_acr']:.3f}",
+                                                      f"{100 * summary['mean_accuracy']:.1f}"))])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table])
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in [header, *table]
+    )

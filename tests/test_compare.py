@@ -1,0 +1,142 @@
+"""``catrs compare`` on a tiny budget: identical settings, teacher reuse, resume, determinism, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import catrs_plugin.compare as compare
+from catrs_plugin.cli import main
+from catrs_plugin.compare import Budget, parse_methods, run_comparison
+from catrs_plugin.registry import get_registry
+
+TINY = Budget(epochs=1, batch_size=256, lr=0.1, lr_step_size=1, soft_samples=20, n0=20, n=100, alpha=0.01,
+              max_examples=12, train_examples=128)
+METHODS = "gaussian,smoothadv,catrs"  # the teacher's own run, a chunked attack method, the soft-label method
+
+
+def run(output, methods=METHODS, sigma=0.25, **kwargs):
+    return run_comparison("digits", parse_methods(methods, get_registry()), sigma, output, "quick", TINY,
+                          log=lambda line: None, **kwargs)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every checkpoint, soft-label and result file (not the rewritten summaries) by relative path."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*"))
+            if p.suffix in (".pt", ".npy", ".tsv")}
+
+
+def rows_without_time(path: Path) -> list[list[str]]:
+    with open(path, newline="") as handle:
+        return [row[:-1] for row in csv.reader(handle, delimiter="\t")]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished tiny comparison, shared by the tests below."""
+    output = tmp_path_factory.mktemp("compare")
+    return output, run(output)
+
+
+def test_outputs_and_shared_teacher(finished):
+    output, comparison = finished
+    assert [o.name for o in comparison.outcomes] == ["gaussian", "smoothadv", "catrs"]
+    # The Gaussian run at sigma = 0.25 is the teacher, trained before the soft labels.
+    assert [(o.epochs_trained, o.rows_certified) for o in comparison.outcomes] == [(0, 12), (1, 12), (1, 12)]
+    assert comparison.soft_labels_computed
+    # At sigma = 0.25 the Gaussian run is the teacher: one checkpoint, trained once.
+    assert (output / "teacher" / "gaussian_noise_0.25.pt").exists()
+    assert not (output / "noise_0.25" / "checkpoints" / "gaussian.pt").exists()
+
+    directory = comparison.directory
+    for name in ("gaussian", "smoothadv", "catrs"):
+        rows = rows_without_time(directory / "certify" / f"{name}.tsv")
+        assert rows[0] == ["idx", "label", "predict", "radius", "correct"]
+        assert [int(r[0]) for r in rows[1:]] == list(range(12))  # the same examples for every method
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["radii"][0] == 0.0 and all(b - a == 0.25 for a, b in zip(summary["radii"], summary["radii"][1:]))
+    largest = max(max(float(r[3]) for r in rows_without_time(directory / "certify" / f"{m}.tsv")[1:])
+                  for m in ("gaussian", "smoothadv", "catrs"))
+    assert summary["radii"][-1] <= largest < summary["radii"][-1] + 0.25
+    for entry in summary["methods"]:
+        assert entry["n"] == 12 and entry["epochs"] == 1
+        assert entry["train_seconds_per_epoch"] > 0 and entry["certify_seconds_per_example"] > 0
+        assert set(entry["certified_accuracy"]) == {repr(r) for r in summary["radii"]}
+    assert [e["preset"] for e in summary["methods"]] == ["paper", "quick", "paper"]  # quick where defined
+    with open(directory / "summary.csv", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0][:3] == ["method", "n", "ACR"] and "train s/epoch" in table[0] and len(table) == 4
+    assert float(table[1][2]) == pytest.approx(summary["methods"][0]["acr"], rel=1e-5)
+    markdown = (directory / "summary.md").read_text()
+    assert "| method | n | ACR | 0.00 |" in markdown and "| catrs |" in markdown
+    assert (directory / "certified_accuracy.png").stat().st_size > 0
+
+
+def test_rerun_recomputes_nothing(finished):
+    output, _ = finished
+    before = snapshot(output)
+    again = run(output)
+    assert [(o.epochs_trained, o.rows_certified) for o in again.outcomes] == [(0, 0)] * 3
+    assert not again.soft_labels_computed
+    assert snapshot(output) == before
+
+
+def test_other_sigma_reuses_the_teacher(finished):
+    output, _ = finished
+    teacher = (output / "teacher" / "gaussian_noise_0.25.pt").read_bytes()
+    result = run(output, methods="catrs", sigma=0.5)
+    assert not result.soft_labels_computed and result.outcomes[0].epochs_trained == 1
+    assert (output / "teacher" / "gaussian_noise_0.25.pt").read_bytes() == teacher
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(finished, tmp_path, monkeypatch):
+    reference_dir, reference = finished
+    calls = []
+    original = compare.certify_to_file
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "certify_to_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path)
+    monkeypatch.setattr(compare, "certify_to_file", original)
+    resumed = run(tmp_path)
+    assert [o.epochs_trained for o in resumed.outcomes] == [0, 0, 1]  # smoothadv's checkpoint was finished
+    assert [o.rows_certified for o in resumed.outcomes] == [0, 12, 12]
+    for ours, theirs in zip(resumed.summaries, reference.summaries):  # same numbers on the CPU
+        assert (ours["acr"], ours["certified_accuracy"]) == (theirs["acr"], theirs["certified_accuracy"])
+    for name in ("gaussian", "smoothadv", "catrs"):
+        assert rows_without_time(tmp_path / "noise_0.25" / "certify" / f"{name}.tsv") == rows_without_time(
+            reference_dir / "noise_0.25" / "certify" / f"{name}.tsv")
+    with pytest.raises(ValueError, match="other settings.*budget.epochs"):
+        run_comparison("digits", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "quick",
+                       Budget(**{**TINY.__dict__, "epochs": 2}), log=lambda line: None)
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'sgd'; valid: .*catrs.*smoothmix"):
+        parse_methods("catrs,sgd", get_registry())
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: paper, quick"):
+        run_comparison("digits", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "fast")
+    with pytest.raises(ValueError, match="unknown dataset 'no-such-data'; valid: .*digits"):
+        run_comparison("no-such-data", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "quick", TINY)
+
+
+def test_command_line(tmp_path, capsys):
+    code = main(["compare", "--dataset", "digits", "--methods", "stability", "--sigma", "0.5", "--preset", "quick",
+                 "--output", str(tmp_path), "--epochs", "1", "--soft-samples", "5", "--N0", "20", "--N", "100",
+                 "--alpha", "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| stability | 6 |" in printed and "summary.md" in printed
+    assert json.loads((tmp_path / "settings.json").read_text())["budget.epochs"] == 1
+    assert main(["compare", "--dataset", "digits", "--methods", "nope", "--sigma", "0.5", "--output",
+                 str(tmp_path)]) == 2
+    assert "unknown method 'nope'; valid:" in capsys.readouterr().err
