@@ -37,7 +37,7 @@ from catrs_plugin.methods.base import Method
 from catrs_plugin.methods.smoothed import QUICK_EPOCHS
 from catrs_plugin.metrics import default_radii, format_radius, summarize
 from catrs_plugin.registry import Registry, get_registry
-from catrs_plugin.results import CertifyResults, read_certify_results
+from catrs_plugin.results import CertifyResults, predict_accuracy, read_certify_results
 from catrs_plugin.soft_labels import smoothed_soft_labels
 from catrs_plugin.specs import DatasetSpec
 from catrs_plugin.training import TensorData, TrainConfig, train
@@ -45,6 +45,9 @@ from catrs_plugin.validation import check_alpha, check_positive_int, check_sigma
 
 #: Noise level of the Gaussian teacher whose smoothed predictions are CAT-RS's soft labels.
 TEACHER_SIGMA = 0.25
+
+#: Registered attack behind ``attack_eps``: ART's L2 PGD on the smoothed classifier.
+ATTACK = "art_l2_pgd"
 
 #: Radius step of the summary's certified-accuracy columns.
 RADIUS_STEP = 0.25
@@ -218,7 +221,7 @@ def run_comparison(
     attack_eps : sequence of float
         L2 radii of ART's PGD attack on the smoothed classifier; the empirical accuracy of each
         method's smoothed classifier (PREDICT on the adversarial example) is reported per radius.
-        Needs ART (``catrs_adapters.art.empirical``).
+        The attack is the registered :data:`ATTACK` (the adapters register it; it needs ART).
     progress : bool
         Show progress bars.
     log : callable
@@ -234,9 +237,13 @@ def run_comparison(
     registry.model(arch)
     if not methods:
         raise ValueError("methods is empty; pass at least one registered method")
+    if attack_eps:
+        registry.attack(ATTACK)  # fail before training when no plugin provides the attack
     device = torch.device(device)
     if certify_batch is None:
         certify_batch = "auto" if device.type == "cuda" else CPU_CERTIFY_BATCH
+    elif certify_batch != "auto":
+        check_positive_int(certify_batch, "certify_batch")
     out = Path(output)
     check_settings(out, {"dataset": dataset, "arch": arch, "preset": preset, "seed": seed,
                          **{f"budget.{key}": value for key, value in asdict(budget).items()}})
@@ -320,12 +327,9 @@ def evaluate_method(
         "certify_path": str(tsv),
     }, epochs_trained=trained, rows_certified=rows)
     for eps in attack_eps:
-        # ART lives in the adapters; imported only when an attack is asked for (the core does not need ART).
-        from catrs_adapters.art.empirical import attack_to_file, predict_accuracy
-
         predictions = directory / "empirical" / f"{method.name}_eps_{eps}.tsv"
         log(f"[attack] {method.name}: ART L2 PGD at eps={eps}, then PREDICT")
-        outcome.rows_attacked += attack_to_file(
+        outcome.rows_attacked += get_registry().attack(ATTACK).to_file(
             model, spec.num_classes, spec.input_shape, sigma, context.x_test, context.y_test, context.indices, eps,
             predictions, steps=budget.attack_steps, attack_samples=budget.attack_samples, n=budget.n,
             alpha=budget.alpha, batch_size=context.certify_batch, seed=context.seed, progress=context.progress,

@@ -6,7 +6,7 @@ listed under the ``catrs`` entry-point group of its package::
     [project.entry-points.catrs]
     my_method = "my_package.catrs_plugin"
 
-The built-in methods, models and datasets register exactly this way.
+The built-in methods, models, datasets and attacks register exactly this way.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import pluggy
 
 from catrs_plugin.methods.base import Method
-from catrs_plugin.specs import DatasetSpec, ModelSpec
+from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
 
 PROJECT = "catrs"
 
@@ -35,3 +35,8 @@ def catrs_register_models() -> list[ModelSpec]:
 @hookspec
 def catrs_register_datasets() -> list[DatasetSpec]:
     """Return the datasets this plugin provides."""
+
+
+@hookspec
+def catrs_register_attacks() -> list[AttackSpec]:
+    """Return the evasion attacks this plugin provides (for ``catrs compare --attack-eps``)."""

@@ -1,4 +1,4 @@
-"""Discovery of methods, models and datasets through the ``catrs`` entry-point group."""
+"""Discovery of methods, models, datasets and attacks through the ``catrs`` entry-point group."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ from torch import nn
 from catrs_plugin import hookspecs
 from catrs_plugin.methods.base import Method
 from catrs_plugin.models import NormalizeLayer
-from catrs_plugin.specs import DatasetSpec, ModelSpec
+from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
 
 ENTRY_POINT_GROUP = "catrs"
+
+#: The registration hooks of :mod:`catrs_plugin.hookspecs`, called in this order.
+HOOKS = ("catrs_register_methods", "catrs_register_models", "catrs_register_datasets", "catrs_register_attacks")
 
 
 @dataclass
@@ -25,9 +28,9 @@ class Registry:
 
     Attributes
     ----------
-    methods, models, datasets : dict
+    methods, models, datasets, attacks : dict
         Name to :class:`~catrs_plugin.methods.Method`, :class:`~catrs_plugin.specs.ModelSpec`,
-        :class:`~catrs_plugin.specs.DatasetSpec`.
+        :class:`~catrs_plugin.specs.DatasetSpec`, :class:`~catrs_plugin.specs.AttackSpec`.
     failures : dict
         Plugin name to the error that kept it from loading; the others load regardless.
     """
@@ -35,6 +38,7 @@ class Registry:
     methods: dict[str, Method] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    attacks: dict[str, AttackSpec] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
     def method(self, name: str) -> Method:
@@ -49,6 +53,10 @@ class Registry:
         """The dataset called ``name``; an unknown name lists the valid ones."""
         return _lookup(self.datasets, name, "dataset")
 
+    def attack(self, name: str) -> AttackSpec:
+        """The attack called ``name``; an unknown name lists the valid ones."""
+        return _lookup(self.attacks, name, "attack")
+
     def create_model(self, arch: str, dataset: str, **kwargs: Any) -> nn.Module:
         """Build ``Sequential(NormalizeLayer(dataset mean, std), arch network)``."""
         data = self.dataset(dataset)
@@ -57,7 +65,7 @@ class Registry:
 
     def add(self, plugin: str, hook: str, items: list) -> None:
         target = {"catrs_register_methods": self.methods, "catrs_register_models": self.models,
-                  "catrs_register_datasets": self.datasets}[hook]
+                  "catrs_register_datasets": self.datasets, "catrs_register_attacks": self.attacks}[hook]
         for item in items or []:
             target[item.name] = item
 
@@ -97,7 +105,7 @@ def load_registry() -> Registry:
     """
     manager, failures = plugin_manager()
     registry = Registry(failures=failures)
-    for hook in ("catrs_register_methods", "catrs_register_models", "catrs_register_datasets"):
+    for hook in HOOKS:
         caller = getattr(manager.hook, hook)
         for implementation in reversed(caller.get_hookimpls()):
             try:

@@ -7,6 +7,7 @@ already done, so that the run can continue where it stopped.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import os
 import re
@@ -101,6 +102,15 @@ def read_certify_results(path: str | os.PathLike) -> CertifyResults:
         correct=np.asarray(correct, dtype=np.int64),
         time=np.asarray(seconds, dtype=np.float64),
     )
+
+
+def predict_accuracy(path: str | os.PathLike) -> float:
+    """Fraction of rows of a Cohen-format PREDICT file with ``correct == 1`` (abstentions count as errors)."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    if not rows:
+        raise ValueError(f"{path} holds no PREDICT rows")
+    return float(np.mean([int(row["correct"]) == 1 for row in rows]))
 
 
 class ResultWriter:

@@ -1,4 +1,4 @@
-"""Descriptions of registered models and datasets (methods: :class:`catrs_plugin.methods.Method`)."""
+"""Descriptions of registered models, datasets and attacks (methods: :class:`catrs_plugin.methods.Method`)."""
 
 from __future__ import annotations
 
@@ -63,4 +63,26 @@ class DatasetSpec:
     load: Callable[..., tuple[np.ndarray, np.ndarray]]
     default_arch: str
     splits: tuple[str, ...] = ("train", "test")
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered evasion attack on smoothed classifiers, for empirical accuracy next to certificates.
+
+    Attributes
+    ----------
+    name : str
+        Attack name (``catrs compare`` uses ``art_l2_pgd``).
+    to_file : callable
+        ``to_file(model, num_classes, input_shape, sigma, x, y, indices, eps, outfile, *, steps,
+        attack_samples, n, alpha, batch_size, seed, progress) -> int``: attack ``x[indices]`` at
+        L2 radius ``eps``, run PREDICT on the results and append Cohen-format PREDICT rows to
+        ``outfile`` (resumably); returns the rows written.
+    description : str
+        One line for listings.
+    """
+
+    name: str
+    to_file: Callable[..., int]
     description: str = ""

@@ -140,3 +140,7 @@ def test_command_line(tmp_path, capsys):
     assert main(["compare", "--dataset", "digits", "--methods", "nope", "--sigma", "0.5", "--output",
                  str(tmp_path)]) == 2
     assert "unknown method 'nope'; valid:" in capsys.readouterr().err
+    assert main(["compare", "--dataset", "digits", "--methods", "gaussian", "--sigma", "0.5", "--output",
+                 str(tmp_path / "other"), "--certify-batch", "0"]) == 2
+    assert "certify_batch must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

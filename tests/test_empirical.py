@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from catrs_adapters.art.empirical import attack_to_file, pgd_examples, predict_accuracy
-from catrs_plugin.compare import Budget, parse_methods, run_comparison
+from catrs_adapters.art.empirical import attack_to_file, pgd_examples
+from catrs_plugin.compare import ATTACK, Budget, parse_methods, run_comparison
 from catrs_plugin.metrics import certified_accuracy
 from catrs_plugin.registry import get_registry
+from catrs_plugin.results import predict_accuracy
 from catrs_plugin.smoothing import Smooth
 
 SIGMA, N, ALPHA = 0.25, 2000, 0.001
@@ -81,3 +82,10 @@ def test_compare_reports_empirical_accuracy_next_to_certified_accuracy(tmp_path)
     again = run_comparison("digits", parse_methods("gaussian", get_registry()), SIGMA, tmp_path, "quick", budget,
                            attack_eps=(0.25,), log=lambda line: None)
     assert again.outcomes[0].rows_attacked == 0 and again.summaries[0]["empirical_accuracy"] == {"0.25": empirical}
+
+
+def test_the_attack_is_registered_through_the_entry_point():
+    registry = get_registry()
+    assert registry.attack(ATTACK).to_file is attack_to_file
+    with pytest.raises(ValueError, match="unknown attack 'fgsm'; valid: art_l2_pgd"):
+        registry.attack("fgsm")

@@ -16,7 +16,6 @@ near the edge of a certified ball, and the certificates' failure probability.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from catrs_plugin.certification import predict_to_file
 from catrs_plugin.smoothing import derive_seed, model_device
+from catrs_plugin.specs import AttackSpec
 
 #: Examples per PGD batch (each takes ``attack_samples`` noisy forward passes per step).
 ATTACK_BATCH = 32
@@ -131,10 +131,7 @@ def attack_to_file(
                            alpha=alpha, batch_size=batch_size, seed=seed, progress=progress)
 
 
-def predict_accuracy(path: str | os.PathLike) -> float:
-    """Fraction of rows of a Cohen-format PREDICT file with ``correct == 1`` (abstentions count as errors)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    if not rows:
-        raise ValueError(f"{path} holds no PREDICT rows")
-    return float(np.mean([int(row["correct"]) == 1 for row in rows]))
+#: Registered as ``art_l2_pgd`` (see :mod:`catrs_adapters.builtins`); ``catrs compare --attack-eps`` runs it.
+ART_L2_PGD = AttackSpec(
+    "art_l2_pgd", attack_to_file, "ART's L2 ProjectedGradientDescent on the smoothed soft classifier, then PREDICT"
+)

@@ -29,7 +29,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def batch_size_argument(text: str) -> int | str:
-    """argparse type of ``--batch`` options: a positive integer or ``auto``."""
+    """argparse type of ``--batch`` options: an integer (checked where it is used) or ``auto``."""
     if text == "auto":
         return text
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from catrs_plugin.cli._common import add_data_arguments, add_device_argument, resolve_device
+from catrs_plugin.cli._common import add_data_arguments, add_device_argument, batch_size_argument, resolve_device
 from catrs_plugin.compare import BUDGETS, parse_floats, parse_methods, run_comparison
 from catrs_plugin.registry import get_registry
 
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise (default: 0)")
     parser.add_argument("--attack-eps", default=None, metavar="EPS[,EPS...]",
                         help="also report each smoothed classifier's accuracy under ART's L2 PGD at these radii")
-    parser.add_argument("--certify-batch", default=None,
+    parser.add_argument("--certify-batch", type=batch_size_argument, default=None,
                         help="noisy samples per forward pass in certification: auto or a number "
                         "(default: auto on CUDA, 10000 on the CPU)")
     for option, help_text in BUDGET_OPTIONS.items():
@@ -65,24 +65,13 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods, get_registry())
     overrides = {FIELDS.get(option, option): getattr(args, f"budget_{option}") for option in BUDGET_OPTIONS}
     budget = replace(BUDGETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
-    certify_batch = args.certify_batch if args.certify_batch in (None, "auto") else _positive_int(args.certify_batch)
     attack_eps = parse_floats(args.attack_eps, "--attack-eps") if args.attack_eps else ()
     comparison = run_comparison(
         args.dataset, methods, args.sigma, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
-        seed=args.seed, device=resolve_device(args.device), certify_batch=certify_batch, attack_eps=attack_eps,
+        seed=args.seed, device=resolve_device(args.device), certify_batch=args.certify_batch, attack_eps=attack_eps,
         progress=not args.quiet,
     )
     print()
     print((comparison.directory / "summary.md").read_text())
     print(f"results in {comparison.directory}/ (summary.md, summary.csv, summary.json, certified_accuracy.png)")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"--certify-batch must be 'auto' or an integer >= 1, got {text!r}")
-    return value
