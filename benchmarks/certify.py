@@ -47,14 +47,13 @@ from _common import (  # noqa: E402
     flops_per_sample,
     isolated,
     peak_tflops,
-    resolve_device,
     timed,
 )
 
+from catrs_plugin.cli._common import resolve_device  # noqa: E402
 from catrs_plugin.smoothing import Smooth  # noqa: E402
 from catrs_plugin.stats import certified_radius, lower_confidence_bound  # noqa: E402
-
-AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from catrs_plugin.training import AMP_DTYPES  # noqa: E402
 
 
 def loop_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
@@ -94,7 +93,7 @@ def art_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
 
 def engine_certify(model, x, n0, n, alpha, sigma, batch, classes, device, amp=None, channels_last=False,
                    compile_mode=None):
-    smooth = Smooth(model, classes, sigma, batch_size=batch, seed=0, autocast_dtype=AMP.get(amp),
+    smooth = Smooth(model, classes, sigma, batch_size=batch, seed=0, autocast_dtype=AMP_DTYPES.get(amp),
                     channels_last=channels_last, compile_mode=compile_mode)
     return smooth.certify(x, n0, n, alpha)
 
@@ -187,7 +186,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=500, help="noisy samples per forward pass (default: 500)")
     parser.add_argument("--contenders", nargs="+", choices=("engine", "art", "loop"), default=["engine", "art", "loop"],
                         help="what to time besides reduced precision (default: engine art loop)")
-    parser.add_argument("--amp", nargs="*", choices=sorted(AMP), default=["bf16"],
+    parser.add_argument("--amp", nargs="*", choices=sorted(AMP_DTYPES), default=["bf16"],
                         help="reduced-precision engine runs, timed and compared with fp32 (default: bf16)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last in the reduced-precision runs")
     parser.add_argument("--compile", default=None, help="torch.compile mode in the reduced-precision runs")

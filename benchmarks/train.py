@@ -39,8 +39,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CIFAR, describe_device, isolated, resolve_device, timed  # noqa: E402
+from _common import CIFAR, describe_device, isolated, timed  # noqa: E402
 
+from catrs_plugin.cli._common import resolve_device  # noqa: E402
 from catrs_plugin.models import NormalizeLayer  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10

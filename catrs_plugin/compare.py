@@ -31,12 +31,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from catrs_plugin.atomic import save_npy_atomic, write_atomic
 from catrs_plugin.certification import certify_to_file, select_indices
 from catrs_plugin.checkpoint import read_checkpoint
 from catrs_plugin.methods.base import Method
 from catrs_plugin.methods.smoothed import QUICK_EPOCHS
 from catrs_plugin.metrics import default_radii, format_radius, summarize
 from catrs_plugin.registry import Registry, get_registry
+from catrs_plugin.report import render_table
 from catrs_plugin.results import CertifyResults, predict_accuracy, read_certify_results
 from catrs_plugin.soft_labels import smoothed_soft_labels
 from catrs_plugin.specs import DatasetSpec
@@ -352,7 +354,7 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
             )
         return
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+    write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def checkpoint_path(out: Path, method: str, sigma: float) -> Path:
@@ -393,9 +395,7 @@ def teacher_soft_labels(context: _Context, directory: Path) -> tuple[np.ndarray,
     context.log(f"[soft labels] {context.budget.soft_samples} noise samples per training example")
     soft = smoothed_soft_labels(teacher, context.x_train, context.spec.num_classes, TEACHER_SIGMA,
                                 context.budget.soft_samples, seed=context.seed, progress=context.progress)
-    buffer = io.BytesIO()
-    np.save(buffer, soft)
-    _write_atomic(path, buffer.getvalue())
+    save_npy_atomic(path, soft)
     return soft, True
 
 
@@ -433,29 +433,22 @@ def write_summary(
         [f"# {dataset}, sigma = {sigma}, preset {preset}", "",
          f"ACR and certified accuracy (%) at each L2 radius; CERTIFY with N0={budget.n0}, N={budget.n}, "
          f"alpha={budget.alpha} on the same {comparison.summaries[0]['n']} test examples for every method"
-         + (f"; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
+         + ("; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
             if attack_eps else "") + ".", "",
-         "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-         *("| " + " | ".join(row) + " |" for row in rows), ""]
+         render_table(header, rows, markdown=True), ""]
     )
-    _write_atomic(directory / "summary.md", markdown)
+    write_atomic(directory / "summary.md", markdown)
     header, rows = summary_table(comparison.summaries, comparison.radii, attack_eps, percent=False)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-    _write_atomic(directory / "summary.csv", buffer.getvalue())
-    _write_atomic(directory / "summary.json", json.dumps({
+    write_atomic(directory / "summary.csv", buffer.getvalue())
+    write_atomic(directory / "summary.json", json.dumps({
         "dataset": dataset, "sigma": sigma, "preset": preset, "budget": asdict(budget),
         "radii": comparison.radii, "attack_eps": list(attack_eps), "methods": comparison.summaries,
     }, indent=2))
     plot_certified_accuracy(certified, directory / "certified_accuracy.png",
                             title=f"{dataset}, sigma = {sigma}")
 
-
-def _write_atomic(path: Path, content: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(content.encode() if isinstance(content, str) else content)
-    os.replace(temporary, path)
 
 
 __all__ = ["BUDGETS", "Budget", "Comparison", "MethodOutcome", "parse_floats", "parse_methods", "run_comparison"]

@@ -13,6 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from catrs_plugin.metrics import average_certified_radius, certified_accuracy
+from catrs_plugin.report import render_table
+
+#: Severities of a corruption benchmark; a corruption file holds one equal block of rows per
+#: severity, in this order (CIFAR-10-C's layout).
+SEVERITIES = (1, 2, 3, 4, 5)
 from catrs_plugin.results import read_certify_results
 
 
@@ -75,11 +80,4 @@ def format_corruption_table(summaries: list[dict], markdown: bool = False) -> st
     table.append(["mean (mACR, mAcc)", *(cell for summary in summaries
                                          for cell in (f"{summary['mean_acr']:.3f}",
                                                       f"{100 * summary['mean_accuracy']:.1f}"))])
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table])
-    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        for row in [header, *table]
-    )
+    return render_table(header, table, markdown, left_first=True)

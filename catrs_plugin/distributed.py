@@ -16,7 +16,6 @@ import atexit
 import contextlib
 import datetime
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from catrs_plugin.atomic import write_atomic
 from catrs_plugin.results import CERTIFY_HEADER, PREDICT_HEADER
 
 #: How long ranks that finished their shard wait for the others before the merge: shards of a
@@ -183,17 +183,6 @@ def merge_shards(
         if missing:
             raise ValueError(f"the shards lack {len(missing)} of {len(order)} selected examples "
                              f"(first: {missing[:5]}); rerun the certification to complete them")
-    _write_atomically(Path(outfile), [header] + ["\t".join(rows[i]) for i in order])
+    write_atomic(outfile, "\n".join([header] + ["\t".join(rows[i]) for i in order]) + "\n")
     return len(order)
 
-
-def _write_atomically(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write("\n".join(lines) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -18,8 +18,14 @@ from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
 
 ENTRY_POINT_GROUP = "catrs"
 
-#: The registration hooks of :mod:`catrs_plugin.hookspecs`, called in this order.
-HOOKS = ("catrs_register_methods", "catrs_register_models", "catrs_register_datasets", "catrs_register_attacks")
+#: The registration hooks of :mod:`catrs_plugin.hookspecs`, called in this order, and the
+#: :class:`Registry` table each fills.
+HOOKS = {
+    "catrs_register_methods": "methods",
+    "catrs_register_models": "models",
+    "catrs_register_datasets": "datasets",
+    "catrs_register_attacks": "attacks",
+}
 
 
 @dataclass
@@ -64,8 +70,7 @@ class Registry:
         return nn.Sequential(NormalizeLayer(data.mean, data.std), net)
 
     def add(self, plugin: str, hook: str, items: list) -> None:
-        target = {"catrs_register_methods": self.methods, "catrs_register_models": self.models,
-                  "catrs_register_datasets": self.datasets, "catrs_register_attacks": self.attacks}[hook]
+        target = getattr(self, HOOKS[hook])
         for item in items or []:
             target[item.name] = item
 

@@ -36,9 +36,22 @@ def format_table(
         ]
         for summary in summaries
     ]
+    return render_table(header, rows, markdown)
+
+
+def render_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False, left_first: bool = False
+) -> str:
+    """A Markdown pipe table, or plain text with columns padded to equal width.
+
+    Plain-text cells are right-aligned; with ``left_first`` the first column is left-aligned.
+    """
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in [header, *rows])
+    return "\n".join(
+        "  ".join(cell.ljust(width) if left_first and i == 0 else cell.rjust(width)
+                  for i, (cell, width) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    )

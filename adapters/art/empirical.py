@@ -16,7 +16,6 @@ near the edge of a certified ball, and the certificates' failure probability.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from catrs_plugin.atomic import save_npy_atomic
 from catrs_plugin.certification import predict_to_file
 from catrs_plugin.smoothing import derive_seed, model_device
 from catrs_plugin.specs import AttackSpec
@@ -119,12 +119,7 @@ def attack_to_file(
     else:
         adversarial = pgd_examples(model, num_classes, input_shape, sigma, x[indices], y[indices], eps, steps=steps,
                                    attack_samples=attack_samples, seed=seed, progress=progress)
-        examples.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.save(buffer, adversarial)
-        temporary = examples.with_name(examples.name + ".tmp")
-        temporary.write_bytes(buffer.getvalue())
-        os.replace(temporary, examples)
+        save_npy_atomic(examples, adversarial)
     attacked = np.array(x, dtype=np.float32, copy=True)
     attacked[indices] = adversarial
     return predict_to_file(model, num_classes, sigma, attacked, y, outfile, indices, n=n,

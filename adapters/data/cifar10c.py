@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file
+from catrs_plugin.corruptions import SEVERITIES
 from catrs_plugin.validation import check_choice
 
 CIFAR10C_URL = "https://zenodo.org/records/2535967 (CIFAR-10-C.tar)"
@@ -29,7 +30,6 @@ CORRUPTIONS = (
     "shot_noise", "motion_blur", "snow", "pixelate", "gaussian_noise", "defocus_blur", "brightness", "fog",
     "zoom_blur", "frost", "glass_blur", "impulse_noise", "contrast", "jpeg_compression", "elastic_transform",
 )
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def cifar10c_dir(data_dir: str | os.PathLike | None) -> Path:

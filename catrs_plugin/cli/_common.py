@@ -10,7 +10,6 @@ import torch
 from catrs_plugin.registry import get_registry
 from catrs_plugin.specs import DatasetSpec
 
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

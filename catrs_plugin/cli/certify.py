@@ -12,7 +12,6 @@ import argparse
 from catrs_plugin.certification import certify_to_file, predict_to_file, select_indices
 from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli._common import (
-    AUTOCAST,
     add_data_arguments,
     add_device_argument,
     batch_size_argument,
@@ -20,6 +19,7 @@ from catrs_plugin.cli._common import (
     resolve_device,
 )
 from catrs_plugin.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
+from catrs_plugin.training import AMP_DTYPES
 from catrs_plugin.validation import check_sigma
 
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--N", type=int, default=100_000, help="estimation samples (default: 100000)")
         parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
-        parser.add_argument("--amp", choices=sorted(AUTOCAST), default=None,
+        parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                             help="run the classifier under autocast in this precision (default: fp32)")
         parser.add_argument("--channels-last", action="store_true",
                             help="channels_last memory format (faster convolutions on recent GPUs)")
@@ -74,7 +74,7 @@ def run_certify(args: argparse.Namespace) -> int:
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
-            autocast_dtype=AUTOCAST.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
+            autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
             resume=not args.restart, progress=not args.quiet,
         )
         print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")
@@ -87,7 +87,7 @@ def run_predict(args: argparse.Namespace) -> int:
         written = predict_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
             n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
-            autocast_dtype=AUTOCAST.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
+            autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
             resume=not args.restart, progress=not args.quiet,
         )
         print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")

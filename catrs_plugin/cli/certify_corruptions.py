@@ -20,16 +20,15 @@ import numpy as np
 from catrs_plugin.certification import certify_to_file, select_indices
 from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli._common import (
-    AUTOCAST,
     add_data_arguments,
     add_device_argument,
     batch_size_argument,
     resolve_device,
 )
+from catrs_plugin.corruptions import SEVERITIES
 from catrs_plugin.registry import get_registry
+from catrs_plugin.training import AMP_DTYPES
 from catrs_plugin.validation import check_sigma
-
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=batch_size_argument, default="auto",
                         help="noisy samples per forward batch, or auto (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
-    parser.add_argument("--amp", choices=sorted(AUTOCAST), default=None,
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                         help="run the classifier under autocast in this precision (default: fp32)")
     parser.add_argument("--restart", action="store_true", help="overwrite existing TSVs instead of continuing them")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, rows,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
-            autocast_dtype=AUTOCAST.get(args.amp), resume=not args.restart, progress=not args.quiet,
+            autocast_dtype=AMP_DTYPES.get(args.amp), resume=not args.restart, progress=not args.quiet,
         )
         print(f"{corruption}: wrote {written} rows to {outfile} ({len(rows) - written} already done)")
     return 0

@@ -23,9 +23,11 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
+from catrs_plugin.atomic import save_npy_atomic
 from catrs_plugin.checkpoint import load_checkpoint
-from catrs_plugin.cli._common import AUTOCAST, add_data_arguments, add_device_argument, load_split, resolve_device
+from catrs_plugin.cli._common import add_data_arguments, add_device_argument, load_split, resolve_device
 from catrs_plugin.smoothing import Smooth
+from catrs_plugin.training import AMP_DTYPES
 from catrs_plugin.validation import check_positive_int, check_sigma
 
 
@@ -44,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="train", help="dataset split (default: train)")
     parser.add_argument("--batch", type=int, default=1000, help="noisy samples per forward batch (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
-    parser.add_argument("--amp", choices=sorted(AUTOCAST), default=None,
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                         help="run the classifier under autocast in this precision (default: fp32)")
     parser.add_argument("--restart", action="store_true", help="discard an unfinished run and start over")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 "examples": len(x), "classes": spec.num_classes, "sigma": sigma, "N": args.N, "seed": args.seed}
     written = smoothed_predictions_to_file(
         model, x, spec.num_classes, sigma, outfile, n=args.N, batch_size=args.batch, seed=args.seed,
-        settings=settings, autocast_dtype=AUTOCAST.get(args.amp), resume=not args.restart, progress=not args.quiet,
+        settings=settings, autocast_dtype=AMP_DTYPES.get(args.amp), resume=not args.restart, progress=not args.quiet,
     )
     print(f"wrote {outfile}: {len(x)} x {spec.num_classes} soft labels ({written} rows computed now)")
     return 0
@@ -128,9 +130,7 @@ def smoothed_predictions_to_file(
             handle.flush()
             bar.update(len(rows))
     frequencies = np.fromfile(partial, dtype=np.float32).reshape(len(x), num_classes)
-    temporary = outfile.with_name(f".{outfile.name}.tmp.npy")
-    np.save(temporary, frequencies)
-    os.replace(temporary, outfile)
+    save_npy_atomic(outfile, frequencies)
     partial.unlink()
     meta.unlink()
     return len(x) - done
