@@ -1,8 +1,13 @@
 """Atomic file writes: a temporary file in the target's folder, flushed to disk, then renamed.
 
 A run killed during a write leaves the previous file (or none) in place, never a truncated
-one. Checkpoints, soft labels, adversarial examples, merged result files and summaries are
-all written this way.
+one. Checkpoints, soft labels, adversarial examples, merged result files, summaries and
+provenance records are all written this way.
+
+File modes follow one rule for everything the package writes: the mode ``open(path, "w")``
+would give. A new file gets ``0o666`` minus the process umask (``0o644`` under the usual umask
+``022``), the same as the result files appended row by row; a file that is replaced keeps its
+mode. (``tempfile.mkstemp`` alone would make every atomically written file ``0o600``.)
 """
 
 from __future__ import annotations
@@ -10,11 +15,26 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import numpy as np
+
+#: Mode of a new file before the umask is applied, as for :func:`open`.
+NEW_FILE_MODE = 0o666
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Open a new, uniquely named file next to ``path`` the way :func:`open` creates files."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                           NEW_FILE_MODE), temporary
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -22,18 +42,21 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary stream whose content replaces ``path`` when the block ends without an error.
 
     On an error (or ``KeyboardInterrupt``) the temporary file is removed and ``path`` is unchanged.
+    The file gets the mode :func:`open` would give it (see the module docstring).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _create_temporary(path)
     try:
         with os.fdopen(handle, "wb") as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

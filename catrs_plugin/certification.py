@@ -3,20 +3,23 @@
 Examples are handled in groups that share forward batches; each finished group's rows are
 appended and flushed at once, and a rerun skips every index the file already holds. Because
 noise is seeded per example (see :mod:`catrs_plugin.smoothing`), a resumed run writes the
-same rows as an uninterrupted one, apart from the ``time`` column.
+same rows as an uninterrupted one, apart from the ``time`` column. A file is only continued
+by the run that produced it: the model's weights, the data, the selected indices and every
+setting are recorded next to it (:mod:`catrs_plugin.provenance`) and must match.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from catrs_plugin import provenance
 from catrs_plugin.results import (
     CERTIFY_HEADER,
     PREDICT_HEADER,
@@ -59,6 +62,7 @@ def certify_to_file(
     compile_mode: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> int:
     """Run CERTIFY on ``x[indices]`` and append one row per example to ``outfile``.
 
@@ -82,21 +86,33 @@ def certify_to_file(
     batch_size, seed, autocast_dtype, channels_last, compile_mode
         As in :class:`Smooth` (``batch_size="auto"`` sizes batches from free GPU memory).
     resume : bool
-        Continue an existing file instead of overwriting it.
+        Continue an existing file instead of overwriting it; the file must have been produced
+        by the same model, data, indices and settings.
     progress : bool
         Show a progress bar over examples.
+    settings : mapping, optional
+        More settings to record with the file (e.g. the data set's name and split); they
+        replace computed ones of the same name (a shard of a distributed run records the
+        selection of the whole run as ``indices``).
 
     Returns
     -------
     int
         Number of rows written by this call.
+
+    Raises
+    ------
+    catrs_plugin.provenance.ProvenanceError
+        If ``resume`` is set and ``outfile`` holds rows of another run (or of an unknown one).
     """
     n0, n = check_positive_int(n0, "N0"), check_positive_int(n, "N")
     alpha = check_alpha(alpha)
     smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
                     channels_last=channels_last, compile_mode=compile_mode)
+    record = {"command": "certify", "N0": n0, **_settings(smooth, compile_mode, x, y, indices, n, alpha),
+              **(settings or {})}
     return _run(
-        smooth, x, y, outfile, indices, CERTIFY_HEADER, n0 + n, resume, progress,
+        smooth, x, y, outfile, indices, CERTIFY_HEADER, n0 + n, resume, progress, record,
         lambda batch, keys: smooth.certify(batch, n0, n, alpha, indices=keys),
         lambda i, label, result, seconds: format_certify_row(i, label, int(result[0]), float(result[1]), seconds),
     )
@@ -120,20 +136,39 @@ def predict_to_file(
     compile_mode: str | None = None,
     resume: bool = True,
     progress: bool = True,
+    settings: Mapping[str, Any] | None = None,
 ) -> int:
-    """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``."""
+    """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``.
+
+    Arguments, resuming and the record of settings are as for :func:`certify_to_file`.
+    """
     n = check_positive_int(n, "N")
     alpha = check_alpha(alpha)
     smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
                     channels_last=channels_last, compile_mode=compile_mode)
+    record = {"command": "predict", **_settings(smooth, compile_mode, x, y, indices, n, alpha), **(settings or {})}
     return _run(
-        smooth, x, y, outfile, indices, PREDICT_HEADER, n, resume, progress,
+        smooth, x, y, outfile, indices, PREDICT_HEADER, n, resume, progress, record,
         lambda batch, keys: (smooth.predict(batch, n, alpha, indices=keys),),
         lambda i, label, result, seconds: format_predict_row(i, label, int(result[0]), seconds),
     )
 
 
-def _run(smooth, x, y, outfile, indices, header, per_example, resume, progress, compute, format_row) -> int:
+def _settings(smooth: Smooth, compile_mode, x, y, indices, n: int, alpha: float) -> dict[str, Any]:
+    """What decides the rows of a result file (the record :class:`ResultWriter` checks), apart from ``N0``.
+
+    ``precision`` names every option that may round differently from the fp32 computation
+    (autocast, ``channels_last``, ``torch.compile``); the batch size changes no number.
+    """
+    x, y, selected = _selection(x, y, indices)
+    precision = [provenance.precision_name(smooth.autocast_dtype)]
+    precision += ["channels_last"] * smooth.channels_last + [f"compile {compile_mode}"] * (compile_mode is not None)
+    return {"model": provenance.weights_digest(smooth.base_classifier), "data": provenance.data_identity(x, y),
+            "indices": provenance.indices_record(selected), "sigma": smooth.sigma, "N": n, "alpha": alpha,
+            "seed": smooth.seed, "precision": ", ".join(precision)}
+
+
+def _selection(x, y, indices):
     x = x if hasattr(x, "shape") and hasattr(x, "__getitem__") else np.asarray(x)  # array-likes decode lazily
     y = np.asarray(y)
     if len(x) != len(y):
@@ -141,9 +176,14 @@ def _run(smooth, x, y, outfile, indices, header, per_example, resume, progress, 
     selected = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
     if len(selected) and (selected.min() < 0 or selected.max() >= len(x)):
         raise ValueError(f"indices must lie in [0, {len(x)}), got [{selected.min()}, {selected.max()}]")
+    return x, y, selected
+
+
+def _run(smooth, x, y, outfile, indices, header, per_example, resume, progress, record, compute, format_row) -> int:
+    x, y, selected = _selection(x, y, indices)
     group = max(1, -(-smooth.resolve_batch_size(tuple(x.shape[1:])) // per_example))
     written = 0
-    with ResultWriter(outfile, header, resume=resume) as writer:
+    with ResultWriter(outfile, record, header, resume=resume, selection=selected) as writer:
         todo = np.array([i for i in selected if int(i) not in writer.done], dtype=np.int64)
         with tqdm(total=len(todo), unit="example", desc="certify" if header == CERTIFY_HEADER else "predict",
                   disable=not progress) as bar:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from catrs_plugin.atomic import atomic_writer
+from catrs_plugin.reading import FormatError, one_line, parsing, require_file
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
@@ -43,23 +43,31 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a PyTorch checkpoint, is truncated, or holds pickled code
-        (which ``weights_only=True`` refuses to run).
+        If ``path`` is not a PyTorch checkpoint (text, random bytes, an empty or truncated
+        file ...), holds pickled code (which ``weights_only=True`` refuses to run), or
+        ``map_location`` is a CUDA device on a machine without CUDA.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if zipfile.is_zipfile(path):
-            raise ValueError(
-                f"checkpoint {str(path)!r} holds objects other than tensors and plain values, which "
-                f"weights_only=True refuses to load (it may contain pickled code): {error}"
-            ) from None
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {error}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a PyTorch checkpoint: {error}") from None
+    path = require_file(path, "checkpoint")
+    if isinstance(map_location, (str, torch.device)) and torch.device(map_location).type == "cuda" \
+            and not torch.cuda.is_available():
+        raise ValueError(f"cannot load checkpoint {str(path)!r} onto {map_location}: CUDA is not available")
+    refused = None
+    with parsing(path, "checkpoint", "a PyTorch checkpoint"):
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+        if first and first != b"\x80" and not zipfile.is_zipfile(path):
+            raise FormatError("it is neither a zip archive (the format torch.save writes) nor a legacy pickled file")
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as error:
+            if not zipfile.is_zipfile(path):
+                raise
+            refused = error
+    if refused is not None:
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds objects other than tensors and plain values, which "
+            f"weights_only=True refuses to load (it may contain pickled code): {one_line(str(refused))}"
+        )
     if not isinstance(payload, dict):
         raise ValueError(f"checkpoint {str(path)!r} must hold a dict, got {type(payload).__name__}")
     return payload
@@ -71,6 +79,10 @@ def load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
     Keys in the reference code's layout (``DataParallel``'s ``module.`` segments, no
     ``num_batches_tracked``) are first mapped to the model's when that makes them match.
     """
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state_dict.items()
+    ):
+        raise ValueError(f"{source}: state_dict must map parameter names to tensors, got {type(state_dict).__name__}")
     state_dict = _reference_layout(model, state_dict)
     expected = set(model.state_dict())
     given = set(state_dict)
@@ -147,6 +159,8 @@ def load_checkpoint(
         if key not in payload:
             raise ValueError(f"checkpoint {str(path)!r} has no {key!r} entry; keys: {sorted(payload)}")
     arch = payload["arch"]
+    if not isinstance(arch, str) or not isinstance(payload.get("dataset", ""), (str, type(None))):
+        raise ValueError(f"checkpoint {str(path)!r}: 'arch' and 'dataset' must be names (strings), got {arch!r}")
     name = payload.get("dataset") or dataset or REFERENCE_DATASETS.get(arch)
     if name is None:
         raise ValueError(

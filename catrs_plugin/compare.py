@@ -31,7 +31,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from catrs_plugin.atomic import save_npy_atomic, write_atomic
+from catrs_plugin import provenance
+from catrs_plugin.atomic import write_atomic
 from catrs_plugin.certification import certify_to_file, select_indices
 from catrs_plugin.checkpoint import read_checkpoint
 from catrs_plugin.methods.base import Method
@@ -40,7 +41,7 @@ from catrs_plugin.metrics import default_radii, format_radius, summarize
 from catrs_plugin.registry import Registry, get_registry
 from catrs_plugin.report import render_table
 from catrs_plugin.results import CertifyResults, predict_accuracy, read_certify_results
-from catrs_plugin.soft_labels import smoothed_soft_labels
+from catrs_plugin.soft_labels import read_soft_labels, soft_labels_to_file
 from catrs_plugin.specs import DatasetSpec
 from catrs_plugin.training import TensorData, TrainConfig, train
 from catrs_plugin.validation import check_alpha, check_positive_int, check_sigma
@@ -344,14 +345,8 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write ``settings.json`` on the first run; on later runs, refuse settings that differ."""
     path = out / "settings.json"
     if path.exists():
-        stored = json.loads(path.read_text())
-        changed = sorted(key for key in set(stored) | set(settings) if stored.get(key) != settings.get(key))
-        if changed:
-            raise ValueError(
-                f"{out} holds a comparison with other settings ({', '.join(changed)}: "
-                f"{', '.join(f'{stored.get(k)!r} -> {settings.get(k)!r}' for k in changed)}); "
-                "pass another --output or the same settings"
-            )
+        provenance.check(provenance.read_json(path, "comparison settings"), settings, out, "comparison folder",
+                         hint="pass another --output or the same settings")
         return
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
@@ -385,18 +380,16 @@ def train_method(
 def teacher_soft_labels(context: _Context, directory: Path) -> tuple[np.ndarray, bool]:
     """The Gaussian teacher's smoothed predictions on the training split, computed once and cached."""
     path = directory / "soft_labels.npy"
-    if path.exists():
-        return np.load(path), False
     gaussian = context.registry.method("gaussian")
     _, hyperparameters = method_hyperparameters(gaussian, TEACHER_SIGMA, "paper")
     context.log(f"[teacher] gaussian at sigma={TEACHER_SIGMA}")
     teacher, _, _ = train_method(context, gaussian, hyperparameters, TEACHER_SIGMA, None,
                                  directory / f"gaussian_noise_{TEACHER_SIGMA}.pt")
     context.log(f"[soft labels] {context.budget.soft_samples} noise samples per training example")
-    soft = smoothed_soft_labels(teacher, context.x_train, context.spec.num_classes, TEACHER_SIGMA,
-                                context.budget.soft_samples, seed=context.seed, progress=context.progress)
-    save_npy_atomic(path, soft)
-    return soft, True
+    computed = soft_labels_to_file(teacher, context.x_train, context.spec.num_classes, TEACHER_SIGMA, path,
+                                   n=context.budget.soft_samples, seed=context.seed, progress=context.progress,
+                                   settings={"dataset": context.spec.name, "split": "train"})
+    return read_soft_labels(path, len(context.x_train), context.spec.num_classes), computed > 0
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], attack_eps: Sequence[float],

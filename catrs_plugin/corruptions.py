@@ -15,10 +15,11 @@ import numpy as np
 from catrs_plugin.metrics import average_certified_radius, certified_accuracy
 from catrs_plugin.report import render_table
 
+from catrs_plugin.results import read_certify_results
+
 #: Severities of a corruption benchmark; a corruption file holds one equal block of rows per
 #: severity, in this order (CIFAR-10-C's layout).
 SEVERITIES = (1, 2, 3, 4, 5)
-from catrs_plugin.results import read_certify_results
 
 
 def summarize_corruptions(directory: str | os.PathLike) -> dict:
@@ -39,6 +40,8 @@ def summarize_corruptions(directory: str | os.PathLike) -> dict:
         If it holds no ``.tsv`` file or a file is malformed.
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise ValueError(f"{str(directory)!r} is a file; --corruptions takes folders of <corruption>.tsv files")
     if not directory.is_dir():
         raise FileNotFoundError(f"corruption result folder {str(directory)!r} does not exist")
     files = sorted(directory.glob("*.tsv"))
@@ -47,6 +50,8 @@ def summarize_corruptions(directory: str | os.PathLike) -> dict:
     rows = []
     for file in files:
         results = read_certify_results(file)
+        if not len(results):
+            raise ValueError(f"{file} holds no result rows (only the header)")
         rows.append({
             "corruption": file.stem,
             "path": str(file),

@@ -8,6 +8,9 @@ into its own file ``OUTFILE.rank{r}``, appended and flushed row by row like a si
 run. :func:`merge_shards` then writes ``OUTFILE``: the rows of all shards in the order of the
 selected indices. Because the noise of an example depends only on the seed and the example's
 index, the merged file equals a single-process run with the same seed, apart from ``time``.
+Every shard records the run that produced it (model, data, the whole run's selection,
+settings: see :mod:`catrs_plugin.provenance`); shards are only merged when their records agree,
+and the merged file gets the same record.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from catrs_plugin import provenance
 from catrs_plugin.atomic import write_atomic
-from catrs_plugin.results import CERTIFY_HEADER, PREDICT_HEADER
+from catrs_plugin.results import read_table
 
 #: How long ranks that finished their shard wait for the others before the merge: shards of a
 #: large data set can take very different times, so the default 30 minutes is far too short.
 SHARD_TIMEOUT = datetime.timedelta(days=7)
+
+
+#: How to get shards that belong together.
+MERGE_HINT = "rerun the distributed certification (with --restart to start afresh) to write every shard again"
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -151,25 +159,34 @@ def merge_shards(
         If the shards have different headers, disagree on an example (an index certified twice,
         e.g. after a restart with another number of ranks, must give the same row apart from
         ``time``), or miss an expected index.
+    catrs_plugin.provenance.ProvenanceError
+        If a shard has no provenance record or was produced by another run than the others
+        (the merged file gets their common record).
     FileNotFoundError
         If there is no shard.
     """
     paths = [Path(p) for p in shards] if shards is not None else find_shards(outfile)
     if not paths:
         raise FileNotFoundError(f"no shard files {os.fspath(outfile)}.rank0, .rank1, ... to merge")
+    record = provenance.read_record(paths[0])
+    for path in paths:
+        other = provenance.read_record(path)
+        if other is None:
+            provenance.check(None, {}, path, "shard", MERGE_HINT)
+        changed = provenance.differences(record, other, "{key} {old} in the first shard, {new} in this one")
+        if changed:
+            raise provenance.ProvenanceError(
+                f"shard {str(path)!r} comes from another run than {str(paths[0])!r} ({'; '.join(changed)})",
+                path, MERGE_HINT)
     header, rows = None, {}
     for path in paths:
-        lines = path.read_text().splitlines(keepends=True)
-        first = lines[0].rstrip("\n") if lines else ""
-        if tuple(first.split("\t")) not in (CERTIFY_HEADER, PREDICT_HEADER) or (header not in (None, first)):
-            raise ValueError(f"{path}: first line {first!r} is not the header of the other shards' "
-                             f"Cohen-format results ({header or 'idx label predict ... time'})")
-        header = first
-        width = len(first.split("\t"))
-        for line in lines[1:]:
-            fields = line.rstrip("\n").split("\t")
-            if not line.endswith("\n") or len(fields) != width:
-                continue  # a row cut short by a killed run: that run redoes it when resumed
+        table = read_table(path, cut_last_row=True)  # a row cut short by a killed run: that run redoes it
+        if header not in (None, table.header):
+            raise ValueError(f"{path}: its header {' '.join(table.header)!r} is not that of the other shards "
+                             f"({' '.join(header)!r})")
+        header = table.header
+        for line in table.lines:
+            fields = line.split("\t")
             index = int(fields[0])
             if index in rows and rows[index][:-1] != fields[:-1]:
                 raise ValueError(f"{path}: example {index} has rows that differ beyond the time column: "
@@ -183,6 +200,6 @@ def merge_shards(
         if missing:
             raise ValueError(f"the shards lack {len(missing)} of {len(order)} selected examples "
                              f"(first: {missing[:5]}); rerun the certification to complete them")
-    write_atomic(outfile, "\n".join([header] + ["\t".join(rows[i]) for i in order]) + "\n")
+    text = "\n".join(["\t".join(header)] + ["\t".join(rows[i]) for i in order]) + "\n"
+    provenance.save(outfile, record, lambda path: write_atomic(path, text))
     return len(order)
-

@@ -2,19 +2,25 @@
 
 Rows are appended and flushed one at a time, so a killed run loses at most the row it was
 writing; :class:`ResultWriter` drops such a partial last line and reports which indices are
-already done, so that the run can continue where it stopped.
+already done, so that the run can continue where it stopped. It continues a file only when
+the record next to it (``<file>.provenance.json``, see :mod:`catrs_plugin.provenance`) says
+the rows come from the same model, data and settings; the TSV itself keeps the exact format of
+Cohen et al.'s scripts, so other tools read it unchanged.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from catrs_plugin import provenance
+from catrs_plugin.reading import read_text
 
 CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
@@ -63,35 +69,99 @@ class CertifyResults:
         return len(self.idx)
 
 
+#: How each column of each kind of file is parsed.
+_COLUMN_TYPES = {
+    CERTIFY_HEADER: (int, int, int, float, int, parse_time),
+    PREDICT_HEADER: (int, int, int, int, parse_time),
+}
+
+
+@dataclass(frozen=True)
+class ResultTable:
+    """The rows of a Cohen-format file as :func:`read_table` found them.
+
+    Attributes
+    ----------
+    header : tuple of str
+        :data:`CERTIFY_HEADER` or :data:`PREDICT_HEADER`.
+    lines : list of str
+        The complete rows as written (without the newline).
+    values : list of tuple
+        The same rows parsed (``time`` in seconds).
+    complete_bytes : int
+        Length of the file up to the end of its last complete row.
+    """
+
+    header: tuple[str, ...]
+    lines: list[str]
+    values: list[tuple]
+    complete_bytes: int
+
+
+def read_table(
+    path: str | os.PathLike,
+    headers: tuple[tuple[str, ...], ...] = (CERTIFY_HEADER, PREDICT_HEADER),
+    cut_last_row: bool = False,
+) -> ResultTable:
+    """Read and check every row of a Cohen-format file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TSV.
+    headers : tuple of header tuples
+        The kinds of file accepted.
+    cut_last_row : bool
+        Ignore a last line without a newline (a row a killed run was writing) instead of
+        parsing it.
+
+    Raises
+    ------
+    ValueError
+        If the file is not UTF-8 text, lacks one of ``headers`` as its first line, or holds a
+        malformed row; the message names the file (and line).
+    """
+    path = Path(path)
+    text = read_text(path, "result file")
+    if cut_last_row:
+        text = text[: text.rfind("\n") + 1]
+    lines = text.splitlines()
+    header = tuple(lines[0].split()) if lines else ()
+    if header not in headers:
+        expected = " or ".join(repr(" ".join(h)) for h in headers)
+        found = f"starts with {lines[0][:80]!r}" if lines else "is empty"
+        raise ValueError(f"{path}: a Cohen-format result file starts with the header {expected} (tab-separated); "
+                         f"this file {found}")
+    types = _COLUMN_TYPES[header]
+    rows, values = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(types):
+            raise ValueError(f"{path}:{number}: expected {len(types)} tab-separated fields "
+                             f"({' '.join(header)}), got {len(fields)}: {line[:80]!r}")
+        try:
+            values.append(tuple(parse(field) for parse, field in zip(types, fields)))
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: {error}") from None
+        rows.append(line)
+    return ResultTable(header, rows, values, len(text.encode()))
+
+
 def read_certify_results(path: str | os.PathLike) -> CertifyResults:
     """Read a Cohen-format CERTIFY TSV (header ``idx label predict radius correct time``).
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` does not exist.
     ValueError
-        If the header or a row is malformed; the message names the file and line.
+        If it is not a CERTIFY file (a folder, binary, another header, a malformed row); the
+        message names the file and line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"result file {str(path)!r} does not exist")
-    lines = path.read_text().splitlines()
-    if not lines or tuple(lines[0].split()) != CERTIFY_HEADER:
-        raise ValueError(
-            f"{path}: first line must be the header {' '.join(CERTIFY_HEADER)!r} (tab-separated)"
-        )
-    columns: list[list] = [[] for _ in CERTIFY_HEADER]
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(CERTIFY_HEADER):
-            raise ValueError(f"{path}:{number}: expected {len(CERTIFY_HEADER)} tab-separated fields, got {len(fields)}")
-        try:
-            values = (int(fields[0]), int(fields[1]), int(fields[2]), float(fields[3]), int(fields[4]), parse_time(fields[5]))
-        except ValueError as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
-        for column, value in zip(columns, values):
-            column.append(value)
+    table = read_table(path, (CERTIFY_HEADER,))
+    columns = list(zip(*table.values)) if table.values else [()] * len(CERTIFY_HEADER)
     idx, label, predict, radius, correct, seconds = columns
     return CertifyResults(
         path=str(path),
@@ -106,59 +176,98 @@ def read_certify_results(path: str | os.PathLike) -> CertifyResults:
 
 def predict_accuracy(path: str | os.PathLike) -> float:
     """Fraction of rows of a Cohen-format PREDICT file with ``correct == 1`` (abstentions count as errors)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    if not rows:
+    table = read_table(path, (PREDICT_HEADER,))
+    if not table.values:
         raise ValueError(f"{path} holds no PREDICT rows")
-    return float(np.mean([int(row["correct"]) == 1 for row in rows]))
+    return float(np.mean([row[3] == 1 for row in table.values]))
 
 
 class ResultWriter:
-    """Append rows to a result file, resuming after the last complete row.
+    """Append rows to a result file, resuming after the last complete row of the same run.
+
+    A file is continued only when its record (``<path>.provenance.json``, see
+    :mod:`catrs_plugin.provenance`) holds the same settings, apart from the selection of
+    examples: because every row depends only on its own example, a rerun may select more
+    examples (e.g. a larger ``--max``) and the continued file then equals a fresh run with the
+    new selection. A rerun whose selection leaves out rows the file already holds is refused.
 
     Parameters
     ----------
     path : str or os.PathLike
         The TSV to write.
+    settings : mapping
+        What produces the rows (model digest, data, sigma, N, ...; the selection under
+        ``indices``), recorded next to the file.
     header : tuple of str
         :data:`CERTIFY_HEADER` or :data:`PREDICT_HEADER`.
     resume : bool
         Keep the complete rows of an existing file (default) instead of starting over.
+    selection : iterable of int, optional
+        The example indices this run writes; required for continuing a file whose record
+        names another selection.
 
     Attributes
     ----------
     done : set of int
         Indices whose rows the file already holds.
+
+    Raises
+    ------
+    catrs_plugin.provenance.ProvenanceError
+        If ``resume`` is set and the file exists but was produced with other settings, holds
+        rows outside ``selection``, or nothing records what produced it.
+    ValueError
+        If an existing file is not a result file of this kind.
     """
 
-    def __init__(self, path: str | os.PathLike, header: tuple[str, ...] = CERTIFY_HEADER, resume: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        settings: Mapping[str, Any],
+        header: tuple[str, ...] = CERTIFY_HEADER,
+        resume: bool = True,
+        selection: Iterable[int] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.header = header
         self.done: set[int] = set()
+        table = None
         if resume and self.path.exists():
-            self._recover()
+            recorded = provenance.read_record(self.path)
+            provenance.check(recorded, settings, self.path, "result file", ignore=("indices",))
+            table = self._read()
+        if table is not None:
+            self.done = {int(values[0]) for values in table.values}
+            self._check_selection(recorded, settings, selection)
+            if table.complete_bytes != self.path.stat().st_size:
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(table.complete_bytes)  # a row cut short by a killed run
+            provenance.write_record(self.path, settings)  # the selection may have grown
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            provenance.start(self.path, settings, resume=False)
             with open(self.path, "w") as handle:
                 handle.write("\t".join(header) + "\n")
         self._handle = open(self.path, "a")
 
-    def _recover(self) -> None:
-        text = self.path.read_text()
-        header = "\t".join(self.header)
-        if not text.startswith(header + "\n"):
-            raise ValueError(
-                f"{self.path} exists but does not start with the header {header!r}; "
-                "pass another output path or remove the file"
+    def _read(self) -> ResultTable | None:
+        """The complete rows of the existing file; None if a killed run did not even finish the header."""
+        content = self.path.read_bytes()
+        if b"\n" not in content and ("\t".join(self.header) + "\n").encode().startswith(content):
+            return None
+        return read_table(self.path, (self.header,), cut_last_row=True)
+
+    def _check_selection(self, recorded: Mapping[str, Any], settings: Mapping[str, Any],
+                         selection: Iterable[int] | None) -> None:
+        """A rerun may select more examples, never fewer than the file holds (the file must equal a fresh run)."""
+        if recorded.get("indices") == settings.get("indices"):
+            return
+        outside = sorted(self.done - {int(i) for i in selection}) if selection is not None else sorted(self.done)
+        if outside:
+            raise provenance.ProvenanceError(
+                f"result file {str(self.path)!r} holds rows of {len(outside)} examples this run does not select "
+                f"(first: {outside[:5]}); it was written for {recorded.get('indices')}, this run selects "
+                f"{settings.get('indices')} (another selection of examples, e.g. other --skip or --max)", self.path,
             )
-        complete = text[: text.rfind("\n") + 1]
-        for line in complete.splitlines()[1:]:
-            fields = line.split("\t")
-            if len(fields) == len(self.header):
-                self.done.add(int(fields[0]))
-        if complete != text:
-            with open(self.path, "r+") as handle:
-                handle.truncate(len(complete.encode()))
 
     def write(self, line: str) -> None:
         """Append one formatted row and flush it to the operating system."""

@@ -1,11 +1,26 @@
-"""Soft labels for CAT-RS: the smoothed prediction of a teacher on the training set."""
+"""Soft labels for CAT-RS: the smoothed prediction of a teacher on the training set.
+
+:func:`smoothed_soft_labels` computes them in memory; :func:`soft_labels_to_file` writes them to
+an ``.npy`` resumably (``catrs smooth-predict``, ``catrs demo`` and ``catrs compare`` cache
+them this way) and :func:`read_soft_labels` reads such a file back.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from torch import nn
+import os
+from pathlib import Path
+from typing import Any, Mapping
 
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from catrs_plugin import provenance
+from catrs_plugin.atomic import save_npy_atomic
+from catrs_plugin.reading import load_npy
 from catrs_plugin.smoothing import Smooth
+from catrs_plugin.validation import check_positive_int, check_soft_labels
 
 
 def smoothed_soft_labels(
@@ -30,3 +45,97 @@ def smoothed_soft_labels(
     """
     smooth = Smooth(teacher, num_classes, sigma, batch_size=batch_size, seed=seed, progress=progress)
     return smooth.class_frequencies(x, n)
+
+
+def soft_labels_to_file(
+    model: nn.Module,
+    x: np.ndarray,
+    num_classes: int,
+    sigma: float,
+    outfile: str | os.PathLike,
+    *,
+    n: int = 10_000,
+    batch_size: int = 1000,
+    seed: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    settings: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> int:
+    """Write :func:`smoothed_soft_labels` of every row of ``x`` to ``outfile`` (``.npy``), resumably.
+
+    Finished rows are appended to ``OUTFILE.partial`` (raw float32, in example order); a rerun
+    continues after its last complete row and the finished ``.npy`` replaces it at the end
+    (atomically). Noise is seeded per example, so a resumed run writes the same numbers as an
+    uninterrupted one, and the same numbers as :func:`smoothed_soft_labels`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The teacher (inputs in [0, 1]).
+    x : numpy.ndarray
+        Inputs; row ``i`` uses the noise stream of example ``i``.
+    num_classes, sigma, n, batch_size, seed, autocast_dtype
+        As in :class:`~catrs_plugin.smoothing.Smooth` and its ``class_frequencies``.
+    outfile : str or os.PathLike
+        The ``.npy`` to write.
+    settings : mapping, optional
+        More settings to record (e.g. the data set's name and split). The teacher's weights,
+        the inputs, ``sigma``, ``n``, ``seed`` and the precision are always recorded; an
+        existing ``outfile`` or unfinished run is only reused when they all match.
+    resume : bool
+        Reuse a finished ``outfile`` or continue an unfinished run (default) instead of
+        starting over.
+
+    Returns
+    -------
+    int
+        Rows computed by this call (0 when ``outfile`` already held these soft labels).
+
+    Raises
+    ------
+    catrs_plugin.provenance.ProvenanceError
+        If ``resume`` is set and ``outfile`` (or the unfinished run) was produced with other
+        settings, or nothing records what produced it.
+    """
+    outfile = Path(outfile)
+    n = check_positive_int(n, "N")
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype)
+    record = {"command": "soft-labels", "model": provenance.weights_digest(model), "data": provenance.digest(x),
+              "classes": smooth.num_classes, "sigma": smooth.sigma, "N": n, "seed": smooth.seed,
+              "precision": provenance.precision_name(autocast_dtype), **(settings or {})}
+    if resume and provenance.reuse(outfile, record, what="soft labels"):
+        return 0
+    partial = outfile.with_name(outfile.name + ".partial")
+    row_bytes = 4 * num_classes
+    done = 0
+    if provenance.start(partial, record, resume, what="unfinished soft labels"):
+        done = min(partial.stat().st_size // row_bytes, len(x))
+        with open(partial, "r+b") as handle:
+            handle.truncate(done * row_bytes)  # cut off a row a killed run was writing
+    else:
+        partial.write_bytes(b"")
+    group = max(1, smooth.resolve_batch_size(tuple(x.shape[1:])) // n)
+    with open(partial, "ab") as handle, tqdm(total=len(x), initial=done, unit="example", disable=not progress) as bar:
+        for start in range(done, len(x), group):
+            rows = np.arange(start, min(start + group, len(x)))
+            handle.write(smooth.class_frequencies(x[rows], n, indices=rows).astype(np.float32).tobytes())
+            handle.flush()
+            bar.update(len(rows))
+    frequencies = np.fromfile(partial, dtype=np.float32).reshape(len(x), num_classes)
+    provenance.save(outfile, record, lambda path: save_npy_atomic(path, frequencies))
+    provenance.discard(partial)
+    return len(x) - done
+
+
+def read_soft_labels(path: str | os.PathLike, n: int, num_classes: int, name: str = "soft labels") -> np.ndarray:
+    """Soft labels from an ``.npy``: float32 ``(n, num_classes)``, rows summing to 1.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a numeric ``.npy`` (pickled objects, text, random bytes ...), or the
+        array has another shape or rows that are not probabilities; the message starts with
+        ``name`` and the file.
+    """
+    return check_soft_labels(load_npy(path, name), n, num_classes, f"{name} {str(path)!r}")

@@ -4,7 +4,9 @@ Per epoch: shuffle with a generator seeded by ``(seed, epoch)``; split each load
 ``method.chunks`` optimizer steps (the reference code's mini-batch chunking); compute the
 method's loss with noise drawn from a device generator seeded by ``(seed, epoch)``; step the
 learning-rate schedule; write a checkpoint atomically. A run restarted with the same
-arguments resumes after the last finished epoch and repeats its numbers.
+arguments resumes after the last finished epoch and repeats its numbers; the checkpoint
+records what produced it (method, hyper-parameters, data, optimisation settings: see
+:mod:`catrs_plugin.provenance`) and a run with other settings refuses to resume it.
 
 Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
 autocast with a gradient scaler), the ``channels_last`` memory format, and the fused SGD
@@ -16,6 +18,7 @@ the ranks (see :mod:`catrs_plugin.distributed`).
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +32,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
+from catrs_plugin import provenance
 from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
 from catrs_plugin.methods.base import Method, TrainBatch
 from catrs_plugin.smoothing import derive_seed, model_device
 from catrs_plugin.validation import check_choice, check_non_negative, check_positive_int, check_sigma
+
+logger = logging.getLogger(__name__)
+
+#: How to start a run afresh when its checkpoint belongs to another run.
+RESTART_HINT = "to start afresh, delete it (catrs train: --restart) or choose another checkpoint path"
 
 #: ``TrainConfig.amp`` values and their autocast dtypes.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -254,6 +263,7 @@ def train(
             f"method {method.name!r} needs soft labels: pass soft_labels (an array of shape (examples, "
             "classes)), e.g. catrs_plugin.smoothed_soft_labels(teacher, x, sigma=0.25)"
         )
+    record = _provenance(model, method, hyperparameters, sigma, data, config, checkpoint_fields)
     device = model_device(model)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -268,7 +278,11 @@ def train(
     history: list[dict[str, float]] = []
     start_epoch = 0
     if config.checkpoint and Path(config.checkpoint).exists():
-        start_epoch, history = _resume(config.checkpoint, model, optimizer, scheduler, scaler, method, sigma, device)
+        start_epoch, history = _resume(config.checkpoint, model, optimizer, scheduler, scaler, record, device)
+        if start_epoch < config.epochs:
+            logger.info("%s: resuming from epoch %d of %d", config.checkpoint, start_epoch, config.epochs)
+        else:
+            logger.info("%s: all %d epochs already done", config.checkpoint, config.epochs)
 
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
@@ -326,6 +340,7 @@ def train(
                     "sigma": sigma,
                     "seed": config.seed,
                     "history": history,
+                    "provenance": record,
                     "rng_state": torch.get_rng_state(),
                     **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                     **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
@@ -341,22 +356,43 @@ def _fits_on_device(data: TensorData, device: torch.device) -> bool:
     return size < DATA_ON_DEVICE_FRACTION * torch.cuda.mem_get_info(device)[0]
 
 
+def _provenance(
+    model: nn.Module,
+    method: Method,
+    hyperparameters: Mapping[str, Any],
+    sigma: float,
+    data: TensorData | LoaderData,
+    config: TrainConfig,
+    checkpoint_fields: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What decides the weights of a checkpoint; a run resumes a checkpoint only when they are equal.
+
+    ``epochs`` is not part of it (the schedule does not depend on it, so a longer run continues a
+    shorter one), nor are progress bars, ``channels_last`` and the fused kernel.
+    """
+    if not config.checkpoint:
+        return {}
+    if isinstance(data, TensorData):
+        identity = provenance.digest(data.x, data.y, data.soft)
+    else:
+        identity = f"{type(data.loader).__name__} of {len(data.loader) if hasattr(data.loader, '__len__') else '?'} batches"
+    optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop", "amp")
+    return {**dict(checkpoint_fields or {}), "method": method.name, "hyperparameters": dict(hyperparameters),
+            "sigma": sigma, "architecture": provenance.architecture_digest(model), "data": identity,
+            **{name: getattr(config, name) for name in optimisation}}
+
+
 def _resume(
     path: str,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
-    method: Method,
-    sigma: float,
+    record: Mapping[str, Any],
     device: torch.device,
 ) -> tuple[int, list[dict[str, float]]]:
     payload = read_checkpoint(path, map_location=device)
-    if payload.get("method") != method.name or float(payload.get("sigma", -1)) != sigma:
-        raise ValueError(
-            f"checkpoint {path!r} was written by method {payload.get('method')!r} at sigma "
-            f"{payload.get('sigma')!r}, not {method.name!r} at sigma {sigma}; pass another checkpoint path"
-        )
+    provenance.check(payload.get("provenance"), record, path, "checkpoint", RESTART_HINT)
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])

@@ -7,6 +7,9 @@ and the value received, so that a bad call fails at once and says how to fix it.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -152,6 +155,60 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(sorted(choices))}")
     return value
+
+
+def check_output_file(path: str | os.PathLike, name: str) -> Path:
+    """Return ``path`` if a file can be written there; checked before any work, writing nothing.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is a folder, a part of its folder path is a file, the folder (or the
+        nearest existing folder above it) does not let this process create files, or an
+        existing file at ``path`` cannot be opened for writing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a folder; give the path of a file")
+    _check_can_create_in(path.parent, name, path)
+    if path.exists():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as error:
+            raise ValueError(f"{name} {str(path)!r} exists and cannot be written: {error.strerror}") from None
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, name: str) -> Path:
+    """Return ``path`` if files can be written into it (it may not exist yet); writes nothing.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` or a folder above it is a file, or files cannot be created there.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {str(path)!r} is a file, not a folder")
+    _check_can_create_in(path, name, path)
+    return path
+
+
+def _check_can_create_in(folder: Path, name: str, target: Path) -> None:
+    """Create and remove a probe file in ``folder``, or in the nearest existing folder above it."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{name} {str(target)!r} cannot be created: {str(existing)!r} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".catrs-write-test-")
+    except OSError as error:
+        raise ValueError(f"{name} {str(target)!r} cannot be written: this process cannot create files in "
+                         f"{str(existing)!r} ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def _as_float(value: float, name: str) -> float:

@@ -49,11 +49,11 @@ def test_predict_writes_cohen_predict_rows(checkpoint, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--N0", "0"], "N0 must be an integer >= 1"),
-        (["--N", "0"], "N must be an integer >= 1"),
+        (["--N0", "0"], "argument --N0: must be an integer >= 1"),
+        (["--N", "0"], "argument --N: must be an integer >= 1"),
         (["--alpha", "1.5"], "alpha must lie in the open interval (0, 1)"),
-        (["--batch", "0"], "batch_size must be an integer >= 1"),
-        (["--skip", "0"], "skip must be an integer >= 1"),
+        (["--batch", "0"], "argument --batch: must be an integer >= 1 or auto, got '0'"),
+        (["--skip", "0"], "argument --skip: must be an integer >= 1"),
         (["--split", "validation"], "--split must be one of train, test"),
     ],
 )

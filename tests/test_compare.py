@@ -142,5 +142,5 @@ def test_command_line(tmp_path, capsys):
     assert "unknown method 'nope'; valid:" in capsys.readouterr().err
     assert main(["compare", "--dataset", "digits", "--methods", "gaussian", "--sigma", "0.5", "--output",
                  str(tmp_path / "other"), "--certify-batch", "0"]) == 2
-    assert "certify_batch must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert "argument --certify-batch: must be an integer >= 1 or auto, got '0'" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from catrs_plugin import distributed
+from catrs_plugin import distributed, provenance
 from catrs_plugin.cli import main
 from catrs_plugin.distributed import find_shards, merge_shards, shard_path
+from catrs_plugin.provenance import ProvenanceError
 from catrs_plugin.results import CERTIFY_HEADER
 from catrs_plugin.training import TensorData
 
@@ -28,8 +29,9 @@ def torchrun(*args, timeout=120):
     return done
 
 
-def _write(path, *rows):
+def _write(path, *rows, settings=None):
     path.write_text("\n".join([HEADER, *rows]) + "\n")
+    provenance.write_record(path, settings or {"model": "m", "sigma": 0.25})
 
 
 def test_merge_orders_rows_and_checks_them(tmp_path):
@@ -53,6 +55,20 @@ def test_merge_orders_rows_and_checks_them(tmp_path):
         merge_shards(out)
     with pytest.raises(FileNotFoundError, match="no shard files"):
         merge_shards(tmp_path / "other.tsv")
+
+
+def test_merge_refuses_shards_of_other_runs_and_records_the_merged_file(tmp_path):
+    out = tmp_path / "out.tsv"
+    _write(shard_path(out, 0), "0\t1\t1\t0.5\t1\t0:00:01")
+    _write(shard_path(out, 1), "1\t3\t3\t0.25\t1\t0:00:02")
+    assert merge_shards(out) == 2
+    assert provenance.read_record(out) == provenance.read_record(shard_path(out, 0))
+    _write(shard_path(out, 1), "1\t3\t3\t0.25\t1\t0:00:02", settings={"model": "m", "sigma": 0.5})
+    with pytest.raises(ProvenanceError, match=r"out.tsv.rank1' comes from another run than .*rank0' \(sigma 0.25 in the first shard, 0.5 in this one\)"):
+        merge_shards(out)
+    provenance.sidecar(shard_path(out, 1)).unlink()
+    with pytest.raises(ProvenanceError, match="rank1' exists but nothing records which run produced it"):
+        merge_shards(out)
 
 
 def test_rank_zero_merges_or_says_how_to_when_a_shard_is_elsewhere(tmp_path, monkeypatch):

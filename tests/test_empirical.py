@@ -14,6 +14,7 @@ import torch
 from catrs_adapters.art.empirical import attack_to_file, pgd_examples
 from catrs_plugin.compare import ATTACK, Budget, parse_methods, run_comparison
 from catrs_plugin.metrics import certified_accuracy
+from catrs_plugin.provenance import ProvenanceError
 from catrs_plugin.registry import get_registry
 from catrs_plugin.results import predict_accuracy
 from catrs_plugin.smoothing import Smooth
@@ -67,7 +68,14 @@ def test_pgd_moves_to_the_hyperplane_and_certificates_stay_below_empirical_accur
         certified = float(certified_accuracy(radius, correct, [eps])[0])
         assert certified <= empirical + sampling_error(empirical, len(x))
         assert empirical < 1.0 - np.mean(distance < eps) / 2  # the attack flips the examples within eps
-        assert attack_to_file(model, 2, (1, 2, 2), SIGMA, x, y, np.arange(len(x)), eps, outfile, n=N) == 0
+        assert attack_to_file(model, 2, (1, 2, 2), SIGMA, x, y, np.arange(len(x)), eps, outfile, steps=5,
+                              attack_samples=16, n=N) == 0  # the same run: nothing recomputed
+        with pytest.raises(ProvenanceError, match=r"adversarial examples .* \(attack_samples was 16, now 32; steps "
+                                                  r"was 5, now 10\)"):
+            attack_to_file(model, 2, (1, 2, 2), SIGMA, x, y, np.arange(len(x)), eps, outfile, n=N)
+        with pytest.raises(ProvenanceError, match=r"result file .* \(alpha was 0.001, now 0.01\)"):
+            attack_to_file(model, 2, (1, 2, 2), SIGMA, x, y, np.arange(len(x)), eps, outfile, steps=5,
+                           attack_samples=16, n=N, alpha=0.01)
 
 
 def test_compare_reports_empirical_accuracy_next_to_certified_accuracy(tmp_path):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from catrs_plugin import provenance
 from catrs_plugin.cli import main
 from catrs_plugin.metrics import average_certified_radius, certified_accuracy, default_radii
 from catrs_plugin.results import (
@@ -14,6 +15,8 @@ from catrs_plugin.results import (
     parse_time,
     read_certify_results,
 )
+
+SETTINGS = {"model": "a", "sigma": 0.25}
 
 PAPER_ACR = {
     "cohen": {"0.25": 0.424, "0.5": 0.525, "1.0": 0.511},
@@ -35,12 +38,12 @@ def test_row_format_matches_certify_py():
 
 def test_writer_resumes_after_last_complete_row(tmp_path):
     path = tmp_path / "out.tsv"
-    with ResultWriter(path) as writer:
+    with ResultWriter(path, SETTINGS) as writer:
         writer.write(format_certify_row(0, 1, 1, 0.5, 1.0))
         writer.write(format_certify_row(5, 2, 3, 0.25, 1.0))
     with open(path, "a") as handle:
         handle.write("10\t1\t1\t0.")  # a row cut off by a crash
-    writer = ResultWriter(path)
+    writer = ResultWriter(path, SETTINGS)
     assert writer.done == {0, 5}
     writer.write(format_certify_row(10, 1, 1, 0.75, 1.0))
     writer.close()
@@ -52,8 +55,9 @@ def test_writer_resumes_after_last_complete_row(tmp_path):
 def test_writer_refuses_a_foreign_file(tmp_path):
     path = tmp_path / "other.tsv"
     path.write_text("something else\n")
+    provenance.write_record(path, SETTINGS)
     with pytest.raises(ValueError, match="header"):
-        ResultWriter(path)
+        ResultWriter(path, SETTINGS)
 
 
 def test_reader_names_file_and_line_of_a_bad_row(tmp_path):
@@ -69,6 +73,14 @@ def test_metrics_definitions():
     assert average_certified_radius(radius, correct) == pytest.approx(1.5 / 4)
     assert list(certified_accuracy(radius, correct, [0.0, 0.5, 0.75, 1.0, 1.5])) == [0.5, 0.5, 0.25, 0.25, 0.0]
     assert default_radii(1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_every_released_file_ships_with_the_tests(reference_dir):
+    """The release the README's command and these tests read: 20 CIFAR-10, 105 CIFAR-10-C, 1 ImageNet file."""
+    assert len(list(reference_dir.glob("cifar10/*/noise_*.tsv"))) == sum(map(len, PAPER_ACR.values())) == 20
+    assert len(list(reference_dir.glob("cifar10c/*/*.tsv"))) == 7 * 15
+    assert (reference_dir / "imagenet" / "cat-rs_noise_1.0.tsv").is_file()
+    assert "MIT License" in (reference_dir / "LICENSE").read_text()
 
 
 @pytest.mark.parametrize("method", sorted(PAPER_ACR))

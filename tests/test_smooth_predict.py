@@ -2,23 +2,16 @@
 
 import numpy as np
 import pytest
-import torch
 
-from catrs_plugin.checkpoint import load_checkpoint, save_checkpoint
+from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli import main
-from catrs_plugin.cli.smooth_predict import smoothed_predictions_to_file
-from catrs_plugin.registry import get_registry
 from catrs_plugin.smoothing import Smooth
-from catrs_plugin.soft_labels import smoothed_soft_labels
+from catrs_plugin.soft_labels import smoothed_soft_labels, soft_labels_to_file
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    torch.manual_seed(0)
-    model = get_registry().create_model("digits_cnn", "digits")
-    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
-    save_checkpoint(path, {"arch": "digits_cnn", "dataset": "digits", "state_dict": model.state_dict()})
-    return path
+@pytest.fixture
+def teacher(digits_checkpoint):
+    return digits_checkpoint
 
 
 def test_writes_the_smoothed_predictions_of_the_training_set(teacher, tmp_path, digits):
@@ -31,7 +24,7 @@ def test_writes_the_smoothed_predictions_of_the_training_set(teacher, tmp_path, 
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=0, atol=1e-6)
     expected = smoothed_soft_labels(load_checkpoint(teacher), x_train[:30], 10, sigma=0.25, n=20, batch_size=300)
     np.testing.assert_array_equal(soft[:30], expected)  # same noise per example, whatever the batch size
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.npy", "soft.npy.provenance.json"]
     assert main(["train", "--dataset", "digits", "--method", "catrs", "--sigma", "0.25", "--epochs", "1",
                  "--batch", "512", "--soft-labels", str(out), "--checkpoint", str(tmp_path / "catrs.pt"),
                  "--device", "cpu", "--quiet"]) == 0
@@ -51,24 +44,36 @@ def test_an_interrupted_run_continues_with_the_same_numbers(teacher, tmp_path, d
 
     monkeypatch.setattr(Smooth, "class_frequencies", crash_on_third_call)
     with pytest.raises(KeyboardInterrupt):
-        smoothed_predictions_to_file(model, x, 10, 0.25, out, n=20, batch_size=200, progress=False)
+        soft_labels_to_file(model, x, 10, 0.25, out, n=20, batch_size=200, progress=False)
     monkeypatch.undo()
     partial = tmp_path / "soft.npy.partial"
     assert partial.stat().st_size == 2 * 10 * 10 * 4 and not out.exists()  # two groups of 10 rows
     with open(partial, "ab") as handle:
         handle.write(b"\x00" * 7)  # a row cut short
     with pytest.raises(ValueError, match="other settings"):
-        smoothed_predictions_to_file(model, x, 10, 0.25, out, n=30, batch_size=200, progress=False)
-    assert smoothed_predictions_to_file(model, x, 10, 0.25, out, n=20, batch_size=200, progress=False) == 30
+        soft_labels_to_file(model, x, 10, 0.25, out, n=30, batch_size=200, progress=False)
+    assert soft_labels_to_file(model, x, 10, 0.25, out, n=20, batch_size=200, progress=False) == 30
     np.testing.assert_array_equal(np.load(out), Smooth(model, 10, 0.25).class_frequencies(x, 20))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.npy", "soft.npy.provenance.json"]
 
 
-def test_existing_output_is_kept_unless_restarted(teacher, tmp_path, capsys, digits):
+def test_existing_output_is_reused_only_by_its_own_run(teacher, tmp_path, capsys, digits):
     out = tmp_path / "soft.npy"
+
+    def command(samples="5", *extra):
+        return main(["smooth-predict", "digits", str(teacher), str(out), "--N", samples, "--split", "test",
+                     "--quiet", "--device", "cpu", *extra])
+
     np.save(out, np.zeros((2, 10)))
-    assert main(["smooth-predict", "digits", str(teacher), str(out), "--N", "5", "--quiet", "--device", "cpu"]) == 0
-    assert "already exists" in capsys.readouterr().out and np.load(out).shape == (2, 10)
-    assert main(["smooth-predict", "digits", str(teacher), str(out), "--N", "5", "--split", "test", "--restart",
-                 "--quiet", "--device", "cpu"]) == 0
+    assert command() == 2  # a file nothing says was produced by this run
+    error = capsys.readouterr().err
+    assert "nothing records which run produced it" in error and "pass --restart" in error
+    assert np.load(out).shape == (2, 10)
+    assert command("5", "--restart") == 0
     assert np.load(out).shape == (len(digits[2]), 10)
+    capsys.readouterr()
+    stamp = out.stat().st_mtime_ns
+    assert command() == 0
+    assert "already holds these soft labels" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
+    assert command("6") == 2
+    assert "N was 5, now 6" in capsys.readouterr().err and out.stat().st_mtime_ns == stamp

@@ -62,7 +62,7 @@ def test_resume_continues_to_the_same_weights(digits, tmp_path):
 def test_resume_refuses_a_checkpoint_of_another_method(digits, tmp_path):
     path = tmp_path / "ckpt.pt"
     _run(digits, "gaussian", 1, checkpoint=str(path))
-    with pytest.raises(ValueError, match="written by method 'gaussian'"):
+    with pytest.raises(ValueError, match="other settings .*method was 'gaussian', now 'catrs'"):
         _run(digits, "catrs", 2, checkpoint=str(path), soft=np.full((256, 10), 0.1, np.float32))
 
 

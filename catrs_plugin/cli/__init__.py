@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
+
+from catrs_plugin.provenance import ProvenanceError
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``catrs CMD: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``catrs`` parser with every sub-command found in this package."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="catrs", description="CAT-RS training and randomized-smoothing certification"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -26,13 +36,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time of each message (as ``print`` does)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_progress_messages() -> None:
+    """Print the package's INFO log messages (e.g. "resuming from epoch N") like the commands' own output."""
+    logger = logging.getLogger("catrs_plugin")
+    if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``catrs``; bad arguments and invalid values exit with status 2 and a one-line message."""
+    """Run ``catrs``; bad arguments, invalid values and unusable files exit with status 2 and a one-line
+    message naming the argument, before anything is written."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a one-line argument error (2)
+        return int(stop.code or 0)
+    _show_progress_messages()
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except ProvenanceError as error:
+        restart = "pass --restart to start afresh" if hasattr(args, "restart") else "delete it to start afresh"
+        print(f"catrs {args.command}: error: {error.problem}; {restart}, or choose another output path",
+              file=sys.stderr)
+    except (ValueError, OSError) as error:
         print(f"catrs {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return 2
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -11,30 +13,64 @@ from catrs_plugin.registry import get_registry
 from catrs_plugin.specs import DatasetSpec
 
 
-
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
     parser.add_argument("--device", default="auto", help="torch device; auto picks CUDA when available (default: auto)")
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device named on the command line (``auto``: CUDA if available, else CPU)."""
+    """The device named on the command line (``auto``: CUDA if available, else CPU).
+
+    Raises
+    ------
+    ValueError
+        If the name is not a device, or names a CUDA device this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts and sizes: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
 
 
 def batch_size_argument(text: str) -> int | str:
-    """argparse type of ``--batch`` options: an integer (checked where it is used) or ``auto``."""
+    """argparse type of ``--batch`` options: an integer >= 1 or ``auto``."""
     if text == "auto":
         return text
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer or auto, got {text!r}") from None
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or auto, got {text!r}") from None
+
+
+@contextlib.contextmanager
+def for_argument(name: str) -> Iterator[None]:
+    """Prefix the message of a :class:`ValueError` or :class:`FileNotFoundError` with the argument it concerns."""
+    try:
+        yield
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{name}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,5 +83,6 @@ def load_split(dataset: str, split: str, data_dir: str | None) -> tuple[DatasetS
     spec = get_registry().dataset(dataset)
     if split not in spec.splits:
         raise ValueError(f"--split must be one of {', '.join(spec.splits)} for dataset {dataset!r}, got {split!r}")
-    x, y = spec.load(split, data_dir=data_dir)
+    with for_argument("--data-dir"):
+        x, y = spec.load(split, data_dir=data_dir)
     return spec, x, y

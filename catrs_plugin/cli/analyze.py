@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from catrs_plugin.corruptions import format_corruption_table, summarize_corruptions
 from catrs_plugin.metrics import default_radii, summarize
@@ -39,12 +40,22 @@ def run(args: argparse.Namespace) -> int:
     radii = args.radii if args.radii is not None else DEFAULT_RADII
     if any(r < 0 for r in radii):
         raise ValueError(f"--radii must be >= 0, got {radii}")
-    summaries = [summarize(read_certify_results(path), radii) for path in args.files]
+    summaries = [summarize(_read(path), radii) for path in args.files]
     if args.format == "json":
         print(json.dumps(summaries, indent=2))
     else:
         print(format_table(summaries, radii, markdown=args.format == "markdown"))
     return 0
+
+
+def _read(path: str):
+    if Path(path).is_dir():
+        raise ValueError(f"FILE {path!r} is a folder: pass the result files in it (e.g. {path}/*.tsv), or "
+                         f"--corruptions {path} for a folder of <corruption>.tsv files")
+    results = read_certify_results(path)
+    if not len(results):
+        raise ValueError(f"FILE {path!r} holds no result rows (only the header); nothing to summarise")
+    return results
 
 
 def _run_corruptions(args: argparse.Namespace) -> int:

@@ -1,8 +1,10 @@
 """``catrs certify`` and ``catrs predict``: the reference ``certify.py`` / ``predict.py`` arguments.
 
-Rerunning an interrupted command continues after the last complete row of OUTFILE. Under
-``torchrun``, each rank writes every world-th example to ``OUTFILE.rank{r}`` and rank 0 merges
-the shards into OUTFILE (see :mod:`catrs_plugin.distributed`).
+Rerunning an interrupted command continues after the last complete row of OUTFILE, provided
+the checkpoint's weights, the data, the selected examples and every setting are those recorded
+in ``OUTFILE.provenance.json``; otherwise it stops and names what differs. Under ``torchrun``,
+each rank writes every world-th example to ``OUTFILE.rank{r}`` and rank 0 merges the shards
+into OUTFILE (see :mod:`catrs_plugin.distributed`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
     batch_size_argument,
+    for_argument,
     load_split,
+    positive_int,
     resolve_device,
 )
 from catrs_plugin.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
+from catrs_plugin.provenance import indices_record
 from catrs_plugin.training import AMP_DTYPES
-from catrs_plugin.validation import check_sigma
+from catrs_plugin.validation import check_output_file, check_sigma
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,16 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("dataset", help="registered dataset name, e.g. digits or cifar10")
         parser.add_argument("base_classifier", help="checkpoint of the base classifier (ours or the reference code's)")
         parser.add_argument("sigma", type=float, help="noise level")
-        parser.add_argument("outfile", help="output TSV; an existing file is continued, not overwritten")
+        parser.add_argument("outfile", help="output TSV; an existing file of the same run is continued, not "
+                                            "overwritten (OUTFILE.provenance.json records the run)")
         parser.add_argument("--batch", type=batch_size_argument, default="auto",
                             help="noisy samples per forward batch, or auto: from free GPU memory, "
                                  "1000 on the CPU (default: auto; results do not depend on it)")
-        parser.add_argument("--skip", type=int, default=1, help="certify every skip-th example (default: 1)")
+        parser.add_argument("--skip", type=positive_int, default=1, help="certify every skip-th example (default: 1)")
         parser.add_argument("--max", type=int, default=-1, help="stop before this example index (default: -1, all)")
         parser.add_argument("--split", default="test", help="dataset split (default: test)")
         if name == "certify":
-            parser.add_argument("--N0", type=int, default=100, help="selection samples (default: 100)")
-        parser.add_argument("--N", type=int, default=100_000, help="estimation samples (default: 100000)")
+            parser.add_argument("--N0", type=positive_int, default=100, help="selection samples (default: 100)")
+        parser.add_argument("--N", type=positive_int, default=100_000, help="estimation samples (default: 100000)")
         parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
         parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
@@ -61,34 +67,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace):
     sigma = check_sigma(args.sigma)
+    check_output_file(args.outfile, "outfile")
     device = init_from_env(resolve_device(args.device), backend="gloo", timeout=SHARD_TIMEOUT)
     spec, x, y = load_split(args.dataset, args.split, args.data_dir)
-    model = load_checkpoint(args.base_classifier, map_location=device, dataset=args.dataset)
+    with for_argument("base_classifier"):
+        model = load_checkpoint(args.base_classifier, map_location=device, dataset=args.dataset)
     indices = select_indices(len(x), args.skip, args.max)
-    return sigma, spec, model, x, y, indices
+    # Recorded with the rows; a shard of a distributed run records the selection of the whole run.
+    settings = {"dataset": spec.name, "split": args.split, "indices": indices_record(indices)}
+    return sigma, spec, model, x, y, indices, settings
 
 
 def run_certify(args: argparse.Namespace) -> int:
-    sigma, spec, model, x, y, indices = _prepare(args)
+    sigma, spec, model, x, y, indices, settings = _prepare(args)
     with sharded_output(args.outfile, indices) as (outfile, mine):
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
             autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
-            resume=not args.restart, progress=not args.quiet,
+            resume=not args.restart, progress=not args.quiet, settings=settings,
         )
         print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    sigma, spec, model, x, y, indices = _prepare(args)
+    sigma, spec, model, x, y, indices, settings = _prepare(args)
     with sharded_output(args.outfile, indices) as (outfile, mine):
         written = predict_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
             n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
             autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
-            resume=not args.restart, progress=not args.quiet,
+            resume=not args.restart, progress=not args.quiet, settings=settings,
         )
         print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")
     return 0

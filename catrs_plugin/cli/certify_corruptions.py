@@ -7,13 +7,13 @@ all severities, sigma = 0.25) is::
 
 Each corruption is a split of the dataset holding the five severities as equal consecutive
 blocks (CIFAR-10-C's layout); row indices in the files are those of the whole corruption file.
-Each TSV is resumable like ``catrs certify``; ``catrs analyze --corruptions OUTDIR`` summarises.
+Each TSV is resumable like ``catrs certify`` (and records its run the same way, in
+``<corruption>.tsv.provenance.json``); ``catrs analyze --corruptions OUTDIR`` summarises.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -23,12 +23,14 @@ from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
     batch_size_argument,
+    for_argument,
+    positive_int,
     resolve_device,
 )
 from catrs_plugin.corruptions import SEVERITIES
 from catrs_plugin.registry import get_registry
 from catrs_plugin.training import AMP_DTYPES
-from catrs_plugin.validation import check_sigma
+from catrs_plugin.validation import check_output_dir, check_sigma
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,10 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="corruptions to certify (default: all 15)")
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), metavar="S",
                         help="severities 1..5 to certify (default: all)")
-    parser.add_argument("--skip", type=int, default=100, help="certify every skip-th row (default: 100, as the paper)")
+    parser.add_argument("--skip", type=positive_int, default=100, help="certify every skip-th row (default: 100, as the paper)")
     parser.add_argument("--max", type=int, default=-1, help="stop before this row index (default: -1, all)")
-    parser.add_argument("--N0", type=int, default=100, help="selection samples (default: 100)")
-    parser.add_argument("--N", type=int, default=100_000, help="estimation samples (default: 100000)")
+    parser.add_argument("--N0", type=positive_int, default=100, help="selection samples (default: 100)")
+    parser.add_argument("--N", type=positive_int, default=100_000, help="estimation samples (default: 100000)")
     parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
     parser.add_argument("--batch", type=batch_size_argument, default="auto",
                         help="noisy samples per forward batch, or auto (default: auto)")
@@ -83,17 +85,20 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(corruptions) - set(spec.splits))
     if unknown:
         raise ValueError(f"unknown corruptions {unknown} for {spec.name}; valid: {', '.join(sorted(spec.splits))}")
+    outdir = check_output_dir(args.outdir, "outdir")
     device = resolve_device(args.device)
-    model = load_checkpoint(args.base_classifier, map_location=device, dataset=spec.name)
-    outdir = Path(args.outdir)
+    with for_argument("base_classifier"):
+        model = load_checkpoint(args.base_classifier, map_location=device, dataset=spec.name)
     for corruption in corruptions:
-        x, y = spec.load(corruption, data_dir=args.data_dir)
+        with for_argument("--data-dir"):
+            x, y = spec.load(corruption, data_dir=args.data_dir)
         rows = severity_rows(len(x), args.severities, args.skip, args.max)
         outfile = outdir / f"{corruption}.tsv"
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, rows,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
             autocast_dtype=AMP_DTYPES.get(args.amp), resume=not args.restart, progress=not args.quiet,
+            settings={"dataset": spec.name, "split": corruption},
         )
         print(f"{corruption}: wrote {written} rows to {outfile} ({len(rows) - written} already done)")
     return 0

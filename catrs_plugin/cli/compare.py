@@ -8,6 +8,7 @@ from dataclasses import replace
 from catrs_plugin.cli._common import add_data_arguments, add_device_argument, batch_size_argument, resolve_device
 from catrs_plugin.compare import BUDGETS, parse_floats, parse_methods, run_comparison
 from catrs_plugin.registry import get_registry
+from catrs_plugin.validation import check_output_dir
 
 #: Command-line options that override a field of the preset's budget.
 BUDGET_OPTIONS = {
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {FIELDS.get(option, option): getattr(args, f"budget_{option}") for option in BUDGET_OPTIONS}
     budget = replace(BUDGETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
     attack_eps = parse_floats(args.attack_eps, "--attack-eps") if args.attack_eps else ()
+    check_output_dir(args.output, "--output")
     comparison = run_comparison(
         args.dataset, methods, args.sigma, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
         seed=args.seed, device=resolve_device(args.device), certify_batch=args.certify_batch, attack_eps=attack_eps,

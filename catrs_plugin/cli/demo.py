@@ -17,7 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from catrs_plugin.certification import certify_to_file
@@ -27,9 +26,9 @@ from catrs_plugin.metrics import default_radii, summarize
 from catrs_plugin.registry import get_registry
 from catrs_plugin.report import format_table
 from catrs_plugin.results import read_certify_results
-from catrs_plugin.soft_labels import smoothed_soft_labels
+from catrs_plugin.soft_labels import read_soft_labels, soft_labels_to_file
 from catrs_plugin.training import TensorData, TrainConfig, train
-from catrs_plugin.validation import check_sigma
+from catrs_plugin.validation import check_output_dir, check_sigma
 
 TEACHER_SIGMA = 0.25
 
@@ -74,7 +73,7 @@ def _train(name, method_name, sigma, x, y, soft, args, device, out: Path) -> tor
 def run(args: argparse.Namespace) -> int:
     sigma = check_sigma(args.sigma)
     device = resolve_device(args.device)
-    out = Path(args.output)
+    out = check_output_dir(args.output, "--output")
     out.mkdir(parents=True, exist_ok=True)
     spec = get_registry().dataset("digits")
     x_train, y_train = spec.load("train")
@@ -83,13 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     teacher = _train("gaussian_0.25", "gaussian", TEACHER_SIGMA, x_train, y_train, None, args, device, out)
     soft_path = out / "soft_labels.npy"
-    if soft_path.exists():
-        soft = np.load(soft_path)
-    else:
-        print(f"[soft labels] smoothed predictions of the teacher, {args.soft_samples} samples per example")
-        soft = smoothed_soft_labels(teacher, x_train, spec.num_classes, TEACHER_SIGMA, args.soft_samples,
-                                    seed=args.seed, progress=not args.quiet)
-        np.save(soft_path, soft)
+    print(f"[soft labels] smoothed predictions of the teacher, {args.soft_samples} samples per example")
+    soft_labels_to_file(teacher, x_train, spec.num_classes, TEACHER_SIGMA, soft_path, n=args.soft_samples,
+                        seed=args.seed, progress=not args.quiet, settings={"dataset": "digits", "split": "train"})
+    soft = read_soft_labels(soft_path, len(x_train), spec.num_classes)
 
     models = {
         "gaussian": teacher if sigma == TEACHER_SIGMA else

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from catrs_plugin.distributed import find_shards, merge_shards
+from catrs_plugin.validation import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_file(args.outfile, "outfile")
     shards = args.shards or find_shards(args.outfile)
     rows = merge_shards(args.outfile, shards)
     print(f"merged {len(shards)} shards into {args.outfile} ({rows} rows)")

@@ -30,6 +30,7 @@ def describe(method: Method) -> dict[str, Any]:
         "paper": method.paper,
         "description": method.description,
         "hyperparameters": dict(method.defaults),
+        "accepted": {name: declaration.describe() for name, declaration in sorted(method.declared.items())},
         "presets": {
             preset: {str(sigma): dict(values) for sigma, values in sorted(table.items())}
             for preset, table in method.presets.items()
@@ -44,6 +45,7 @@ def format_methods(descriptions: list[dict[str, Any]]) -> str:
     blocks = []
     for item in descriptions:
         defaults = " ".join(f"{key}={value}" for key, value in item["hyperparameters"].items()) or "(none)"
+        accepted = "; ".join(f"{key}: {text}" for key, text in item["accepted"].items())
         presets = ", ".join(
             f"{preset} (sigma {', '.join(table)})" for preset, table in item["presets"].items()
         ) or "(none)"
@@ -51,6 +53,8 @@ def format_methods(descriptions: list[dict[str, Any]]) -> str:
         if item["description"]:
             lines.append(f"  {item['description']}")
         lines.append(f"  hyper-parameters: {defaults}")
+        if accepted:
+            lines.append(f"  accepted values: {accepted}")
         lines.append(f"  presets: {presets}")
         if item["needs_soft_labels"]:
             lines.append("  needs soft labels (smoothed predictions of a teacher)")

@@ -1,22 +1,33 @@
-"""``catrs train``: train one model with one registered method, resumably."""
+"""``catrs train``: train one model with one registered method, resumably.
+
+The checkpoint is rewritten after every epoch; rerunning the command resumes after the last
+finished epoch when the checkpoint records the same method, hyper-parameters, data and
+optimisation settings, and refuses (naming what differs) otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from catrs_plugin.checkpoint import load_checkpoint
-from catrs_plugin.cli._common import add_data_arguments, add_device_argument, load_split, resolve_device
+from catrs_plugin.cli._common import (
+    add_data_arguments,
+    add_device_argument,
+    for_argument,
+    load_split,
+    positive_int,
+    resolve_device,
+)
 from catrs_plugin.distributed import init_from_env
+from catrs_plugin.methods.base import Method
 from catrs_plugin.registry import get_registry
-from catrs_plugin.soft_labels import smoothed_soft_labels
+from catrs_plugin.soft_labels import read_soft_labels, smoothed_soft_labels
 from catrs_plugin.training import TensorData, TrainConfig, train
-from catrs_plugin.validation import check_soft_labels
+from catrs_plugin.validation import check_output_file, check_sigma
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataset", required=True, help="registered dataset, e.g. digits")
     parser.add_argument("--method", required=True, help="registered method, e.g. gaussian or catrs")
     parser.add_argument("--sigma", type=float, required=True, help="training noise level")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (written each epoch, resumed if present)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint file (written each epoch; resumed if present and of the same run)")
     parser.add_argument("--arch", default=None, help="architecture (default: the dataset's default)")
     parser.add_argument("--preset", default=None, help="hyper-parameter preset of the method, e.g. paper")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
@@ -37,48 +49,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher", default=None,
                         help="checkpoint whose smoothed predictions become the soft labels (instead of --soft-labels)")
     parser.add_argument("--teacher-sigma", type=float, default=0.25, help="teacher noise level (default: 0.25)")
-    parser.add_argument("--teacher-samples", type=int, default=10_000, help="samples per example (default: 10000)")
-    parser.add_argument("--epochs", type=int, default=150, help="epochs (default: 150)")
-    parser.add_argument("--batch", type=int, default=256, help="loader batch size (default: 256)")
+    parser.add_argument("--teacher-samples", type=positive_int, default=10_000, help="samples per example (default: 10000)")
+    parser.add_argument("--epochs", type=positive_int, default=150, help="epochs (default: 150)")
+    parser.add_argument("--batch", type=positive_int, default=256, help="loader batch size (default: 256)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
-    parser.add_argument("--lr-step-size", type=int, default=50, help="epochs between lr decays (default: 50)")
+    parser.add_argument("--lr-step-size", type=positive_int, default=50, help="epochs between lr decays (default: 50)")
     parser.add_argument("--gamma", type=float, default=0.1, help="lr decay factor (default: 0.1)")
     parser.add_argument("--lr-drop", type=int, default=None, help="epoch of one extra lr decay (CAT-RS ImageNet recipe)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data order and noise (default: 0)")
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
                         help="mixed precision (fp16 adds a gradient scaler; default: fp32)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--restart", action="store_true",
+                        help="train from scratch, replacing CHECKPOINT instead of resuming it")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
     add_data_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["lbd=2.0", "confidence_mask=True"]`` -> ``{"lbd": 2.0, "confidence_mask": True}``."""
+def parse_overrides(pairs: list[str], method: Method) -> dict[str, Any]:
+    """``["lbd=2.0", "confidence_mask=True"]`` -> ``{"lbd": 2.0, "confidence_mask": True}``, each value
+    checked against the method's declared type and range.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--hp NAME`` and the accepted values, for an unknown name or a bad value.
+    """
     values: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise ValueError(f"--hp takes NAME=VALUE, got {pair!r}")
         try:
-            values[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            values[name] = text
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = text
+        values[name] = method.check_hyperparameter(name, value, label=f"--hp {name}")
     return values
 
 
 def run(args: argparse.Namespace) -> int:
     registry = get_registry()
     method = registry.method(args.method)
-    hyperparameters = method.hyperparameters(args.sigma, args.preset, **parse_overrides(args.hp))
+    sigma = check_sigma(args.sigma, "--sigma")
+    check_sigma(args.teacher_sigma, "--teacher-sigma")
+    hyperparameters = method.hyperparameters(sigma, args.preset, **parse_overrides(args.hp, method))
+    checkpoint = check_output_file(args.checkpoint, "--checkpoint")
     device = init_from_env(resolve_device(args.device))
     spec, x, y = load_split(args.dataset, "train", args.data_dir)
     soft = None
     if args.soft_labels:
-        soft = check_soft_labels(np.load(args.soft_labels), len(x), spec.num_classes, "--soft-labels")
+        soft = read_soft_labels(args.soft_labels, len(x), spec.num_classes, "--soft-labels")
     elif args.teacher:
-        teacher = load_checkpoint(args.teacher, map_location=device)
+        with for_argument("--teacher"):
+            teacher = load_checkpoint(args.teacher, map_location=device)
         soft = smoothed_soft_labels(teacher, x, spec.num_classes, args.teacher_sigma, args.teacher_samples,
                                     seed=args.seed, progress=not args.quiet)
     elif method.needs_soft_labels:
@@ -91,11 +117,14 @@ def run(args: argparse.Namespace) -> int:
     model = registry.create_model(arch, spec.name).to(device)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch, lr=args.lr, lr_step_size=args.lr_step_size,
-        gamma=args.gamma, lr_drop=args.lr_drop, seed=args.seed, checkpoint=args.checkpoint,
+        gamma=args.gamma, lr_drop=args.lr_drop, seed=args.seed, checkpoint=str(checkpoint),
         progress=not args.quiet, amp=args.amp, channels_last=args.channels_last,
     )
-    history = train(model, method, hyperparameters, args.sigma, TensorData(x, y, soft), config,
+    config.validate()
+    if args.restart:
+        checkpoint.unlink(missing_ok=True)
+    history = train(model, method, hyperparameters, sigma, TensorData(x, y, soft), config,
                     checkpoint_fields={"arch": arch, "dataset": spec.name})
     last = history[-1] if history else {"epoch": args.epochs, "loss": float("nan")}
-    print(f"{method.name}: epoch {last['epoch']}, loss {last['loss']:.4f}, checkpoint {Path(args.checkpoint)}")
+    print(f"{method.name}: epoch {last['epoch']}, loss {last['loss']:.4f}, checkpoint {checkpoint}")
     return 0

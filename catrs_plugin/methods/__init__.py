@@ -1,7 +1,7 @@
 """Training objectives, each a small function of (model, batch, hyper-parameters) -> loss."""
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.catrs import CATRS, catrs_loss, worst_case_noise
 from catrs_plugin.methods.gaussian import GAUSSIAN, gaussian_loss
 
-__all__ = ["CATRS", "GAUSSIAN", "Method", "TrainBatch", "catrs_loss", "gaussian_loss", "worst_case_noise"]
+__all__ = ["CATRS", "GAUSSIAN", "HyperParameter", "Method", "TrainBatch", "catrs_loss", "gaussian_loss", "worst_case_noise"]

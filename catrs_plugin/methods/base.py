@@ -1,10 +1,14 @@
-"""What every training method provides: a loss on one batch, defaults and paper presets."""
+"""What every training method provides: a loss on one batch, defaults, paper presets and the
+types and ranges of its hyper-parameters."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,6 +50,65 @@ LossFunction = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
+class HyperParameter:
+    """Type and range of one hyper-parameter, checked whenever a value is set.
+
+    Attributes
+    ----------
+    kind : type
+        ``int``, ``float`` or ``bool`` (an integer is accepted for a ``float``).
+    minimum : float, optional
+        Smallest accepted value.
+    positive : bool
+        Values must also be > ``minimum`` (strictly), e.g. a temperature > 0.
+    optional : bool
+        ``None`` is accepted too (e.g. a warm-up that is off).
+    """
+
+    kind: type
+    minimum: float | None = None
+    positive: bool = False
+    optional: bool = False
+
+    def describe(self) -> str:
+        """The accepted values in words, e.g. ``"an integer >= 1 or None"``."""
+        if self.kind is bool:
+            text = "True or False"
+        else:
+            text = "an integer" if self.kind is int else "a number"
+            if self.minimum is not None:
+                text += f" {'>' if self.positive else '>='} {self.minimum:g}"
+        return f"{text} or None" if self.optional else text
+
+    def check(self, value: Any, name: str) -> Any:
+        """``value`` converted to :attr:`kind` (``"true"``/``"false"`` for a ``bool``) if it is accepted.
+
+        Raises
+        ------
+        ValueError
+            Naming ``name``, the accepted values and ``value``.
+        """
+        if value is None and self.optional:
+            return None
+        converted = self._convert(value)
+        if converted is None or (self.minimum is not None and (
+                converted < self.minimum or (self.positive and converted == self.minimum))):
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+        return converted
+
+    def _convert(self, value: Any) -> Any:
+        if self.kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            return bool(value) if isinstance(value, (bool, np.bool_)) else None
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            return None
+        if self.kind is int:
+            return int(value) if isinstance(value, numbers.Integral) else None
+        return float(value) if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
 class Method:
     """A registered training method.
 
@@ -68,6 +131,10 @@ class Method:
         steps (the reference code does this for M-noise methods), or None for one step.
     description : str
         One line for ``catrs methods``.
+    declared : mapping
+        ``{hyper-parameter: HyperParameter}``: the type and range of each; values are checked
+        against them when they are resolved. Hyper-parameters without a declaration (e.g. of
+        third-party methods written before declarations existed) are not checked.
     """
 
     name: str
@@ -78,6 +145,25 @@ class Method:
     needs_soft_labels: bool = False
     chunks: str | None = None
     description: str = ""
+    declared: Mapping[str, HyperParameter] = field(default_factory=dict)
+
+    def check_hyperparameter(self, name: str, value: Any, label: str | None = None) -> Any:
+        """``value`` checked against the declaration of hyper-parameter ``name`` (unchecked without one).
+
+        Raises
+        ------
+        ValueError
+            If ``name`` is not a hyper-parameter of the method, or ``value`` is of the wrong type
+            or out of range; the message starts with ``label`` (default: the method and name).
+        """
+        if name not in self.defaults:
+            raise ValueError(
+                f"method {self.name!r} has no hyper-parameter {name!r}; "
+                f"valid: {', '.join(sorted(self.defaults)) or '(none)'}"
+            )
+        declaration = self.declared.get(name)
+        return value if declaration is None else declaration.check(
+            value, label or f"hyper-parameter {name!r} of method {self.name!r}")
 
     def hyperparameters(
         self, sigma: float | None = None, preset: str | None = None, **overrides: Any
@@ -87,7 +173,8 @@ class Method:
         Raises
         ------
         ValueError
-            On an unknown hyper-parameter, preset or preset sigma; the message lists the valid ones.
+            On an unknown hyper-parameter, preset or preset sigma (the message lists the valid
+            ones), or a value of the wrong type or out of its declared range.
         """
         unknown = sorted(set(overrides) - set(self.defaults))
         if unknown:
@@ -109,7 +196,7 @@ class Method:
                 )
             params.update(table[float(sigma)])
         params.update(overrides)
-        return params
+        return {name: self.check_hyperparameter(name, value) for name, value in params.items()}
 
     def compute_loss(self, model: nn.Module, batch: TrainBatch, hyperparameters: Mapping[str, Any]) -> torch.Tensor:
         """Call the loss, checking that soft labels are there when the method needs them."""

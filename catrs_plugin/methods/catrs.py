@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 
 
 def kl_to_soft_labels(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
@@ -231,4 +231,12 @@ CATRS = Method(
     needs_soft_labels=True,
     chunks="num_noise_vec",
     description="bottom-K Gaussian loss for low-confidence examples, worst-case KL over noise for confident ones",
+    declared={
+        "num_noise_vec": HyperParameter(int, minimum=1),
+        "epsilon": HyperParameter(float, minimum=0),
+        "num_steps": HyperParameter(int, minimum=1),
+        "lbd": HyperParameter(float, minimum=0),
+        "confidence_mask": HyperParameter(bool),
+        "warmup": HyperParameter(int, minimum=0, optional=True),
+    },
 )

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.smoothed import average_softmax, noisy_logits
 
 
@@ -83,4 +83,9 @@ CONSISTENCY = Method(
     },
     chunks="num_noise_vec",
     description="cross-entropy on M noisy copies plus KL of each to their mean and the mean's entropy",
+    declared={
+        "num_noise_vec": HyperParameter(int, minimum=1),
+        "lbd": HyperParameter(float, minimum=0),
+        "eta": HyperParameter(float, minimum=0),
+    },
 )

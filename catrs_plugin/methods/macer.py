@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.smoothed import average_softmax, noisy_logits, quick_schedule
 
 
@@ -125,4 +125,12 @@ MACER = Method(
     presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "deferred")},
     chunks="num_chunks",
     description="cross-entropy of the smoothed soft classifier plus a hinge on its soft certified radius",
+    declared={
+        "num_noise_vec": HyperParameter(int, minimum=1),
+        "lbd": HyperParameter(float, minimum=0),
+        "beta": HyperParameter(float, minimum=0, positive=True),
+        "gamma": HyperParameter(float, minimum=0),
+        "deferred": HyperParameter(int, minimum=0, optional=True),
+        "num_chunks": HyperParameter(int, minimum=1),
+    },
 )

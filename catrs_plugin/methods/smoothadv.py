@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.smoothed import flat_norms, frozen, noisy_logits, quick_schedule, smoothed_nll
 
 
@@ -133,4 +133,10 @@ SMOOTHADV = Method(
     presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "warmup")},
     chunks="num_noise_vec",
     description="cross-entropy on noisy copies of PGD adversarial inputs of the smoothed soft classifier",
+    declared={
+        "num_noise_vec": HyperParameter(int, minimum=1),
+        "epsilon": HyperParameter(float, minimum=0),
+        "num_steps": HyperParameter(int, minimum=1),
+        "warmup": HyperParameter(int, minimum=1),
+    },
 )

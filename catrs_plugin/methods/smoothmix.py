@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.smoothadv import warmed_up
 from catrs_plugin.methods.smoothed import (
     average_softmax,
@@ -196,4 +196,14 @@ SMOOTHMIX = Method(
     presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "warmup")},
     chunks="num_noise_vec",
     description="cross-entropy plus a mixup between clean and adversarial noisy inputs towards calibrated targets",
+    declared={
+        "num_noise_vec": HyperParameter(int, minimum=1),
+        "step_size": HyperParameter(float, minimum=0),
+        "num_steps": HyperParameter(int, minimum=1),
+        "mix_step": HyperParameter(int, minimum=0),
+        "eta": HyperParameter(float, minimum=0),
+        "warmup": HyperParameter(int, minimum=1),
+        "maxnorm_s": HyperParameter(float, minimum=0, optional=True),
+        "maxnorm": HyperParameter(float, minimum=0, optional=True),
+    },
 )

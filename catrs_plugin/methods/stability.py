@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 
 
 def stability_loss(
@@ -61,4 +61,5 @@ STABILITY = Method(
     defaults={"lbd": 2.0},
     presets={"paper": {0.25: {"lbd": 2.0}, 0.5: {"lbd": 2.0}, 1.0: {"lbd": 1.0}}},
     description="cross-entropy on clean inputs plus lambda times the cross-entropy of noisy to clean predictions",
+    declared={"lbd": HyperParameter(float, minimum=0)},
 )

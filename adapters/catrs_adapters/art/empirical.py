@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from catrs_plugin import provenance
 from catrs_plugin.atomic import save_npy_atomic
 from catrs_plugin.certification import predict_to_file
+from catrs_plugin.reading import load_npy
 from catrs_plugin.smoothing import derive_seed, model_device
 from catrs_plugin.specs import AttackSpec
 
@@ -104,7 +106,9 @@ def attack_to_file(
 
     Writes ``outfile`` (Cohen-format PREDICT rows ``idx label predict correct time``, resumed
     row by row) and, next to it with the suffix ``.npy``, the adversarial examples (computed
-    once). Each example's PREDICT noise is seeded by its index, as in certification.
+    once). Each example's PREDICT noise is seeded by its index, as in certification. Both
+    record what produced them (:mod:`catrs_plugin.provenance`) and are only reused by the same
+    model, data, examples and attack settings.
 
     Returns
     -------
@@ -114,12 +118,15 @@ def attack_to_file(
     outfile = Path(outfile)
     indices = np.asarray(indices, dtype=np.int64)
     examples = outfile.with_name(outfile.stem + ".npy")
-    if examples.exists():
-        adversarial = np.load(examples)
+    settings = {"command": "art_l2_pgd", "model": provenance.weights_digest(model), "data": provenance.data_identity(x, y),
+                "indices": provenance.indices_record(indices), "sigma": float(sigma), "eps": float(eps),
+                "steps": steps, "attack_samples": attack_samples, "seed": seed}
+    if provenance.reuse(examples, settings, what="adversarial examples"):
+        adversarial = load_npy(examples, "adversarial examples")
     else:
         adversarial = pgd_examples(model, num_classes, input_shape, sigma, x[indices], y[indices], eps, steps=steps,
                                    attack_samples=attack_samples, seed=seed, progress=progress)
-        save_npy_atomic(examples, adversarial)
+        provenance.save(examples, settings, lambda path: save_npy_atomic(path, adversarial))
     attacked = np.array(x, dtype=np.float32, copy=True)
     attacked[indices] = adversarial
     return predict_to_file(model, num_classes, sigma, attacked, y, outfile, indices, n=n,

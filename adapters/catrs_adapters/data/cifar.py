@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file, take
+from catrs_plugin.reading import parsing
 from catrs_plugin.validation import check_choice
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"
@@ -49,17 +50,15 @@ def read_cifar_batch(path: str | os.PathLike, label_key: str) -> tuple[np.ndarra
     Raises
     ------
     ValueError
-        If the file is not a CIFAR batch (wrong keys, shapes, or objects other than arrays).
+        If the file is not a CIFAR batch (damaged, wrong keys or shapes, or objects other than
+        arrays).
     """
-    try:
+    with parsing(path, "CIFAR batch", f"a CIFAR python batch with 'data' and {label_key!r}"):
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="latin1").load()
         data = np.asarray(batch["data"], dtype=np.uint8)
-        raw_labels = batch[label_key]
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{str(path)!r} is not a CIFAR python batch with 'data' and {label_key!r}: {error}") from None
-    labels = np.asarray(raw_labels, dtype=np.int64)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.ndim != 1 or len(labels) != len(data):
         raise ValueError(
             f"{str(path)!r}: expected data of shape (n, 3072) and n labels, got {data.shape} and {labels.shape}"
         )

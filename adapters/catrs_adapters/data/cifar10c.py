@@ -21,6 +21,7 @@ import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file
 from catrs_plugin.corruptions import SEVERITIES
+from catrs_plugin.reading import load_npy
 from catrs_plugin.validation import check_choice
 
 CIFAR10C_URL = "https://zenodo.org/records/2535967 (CIFAR-10-C.tar)"
@@ -65,9 +66,10 @@ def read_corruption(
     if not chosen or any(severity not in SEVERITIES for severity in chosen):
         raise ValueError(f"severities must lie in 1..5, got {list(chosen)}")
     folder = cifar10c_dir(data_dir)
-    labels = np.load(require_file(folder / "labels.npy", "CIFAR-10-C", CIFAR10C_URL))
-    images = np.load(require_file(folder / f"{corruption}.npy", "CIFAR-10-C", CIFAR10C_URL), mmap_mode="r")
-    if len(labels) % len(SEVERITIES) or images.shape != (len(labels), 32, 32, 3) or images.dtype != np.uint8:
+    labels = load_npy(require_file(folder / "labels.npy", "CIFAR-10-C", CIFAR10C_URL), "CIFAR-10-C labels")
+    images = load_npy(require_file(folder / f"{corruption}.npy", "CIFAR-10-C", CIFAR10C_URL), "CIFAR-10-C images",
+                      mmap_mode="r")
+    if labels.ndim != 1 or len(labels) % len(SEVERITIES) or images.shape != (len(labels), 32, 32, 3) or images.dtype != np.uint8:
         raise ValueError(
             f"CIFAR-10-C: {str(folder / (corruption + '.npy'))!r} must hold (n, 32, 32, 3) uint8 images with n = "
             f"len(labels.npy) = 5 x rows per severity, got {images.dtype} {images.shape} and {len(labels)} labels"

@@ -13,12 +13,14 @@ per dimension) followed by the raw values.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file, take
+from catrs_plugin.reading import parsing
 from catrs_plugin.validation import check_choice
 
 MNIST_URL = "https://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"
@@ -27,17 +29,27 @@ _PREFIX = {"train": "train", "test": "t10k"}
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """An unsigned-byte IDX file (optionally gzipped) as a uint8 array of its declared shape."""
+    """An unsigned-byte IDX file (optionally gzipped) as a uint8 array of its declared shape.
+
+    Raises
+    ------
+    ValueError
+        If the file is not an unsigned-byte IDX file (a damaged gzip, another header, a body
+        that does not match the declared shape).
+    """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
+    with parsing(path, "MNIST file", "an IDX file"):
+        with opener(path, "rb") as handle:
+            raw = handle.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file (header {raw[:4].hex()})")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{str(path)!r}: IDX header declares {ndim} dimensions but the file ends after {len(raw)} bytes")
     shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
+    if body.size != math.prod(shape):
         raise ValueError(f"{str(path)!r}: header declares shape {shape} but holds {body.size} values")
     return body.reshape(shape)
 
