@@ -28,6 +28,13 @@ process about 40 ms.
 
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for the annotations only: importing typing at start-up would cost milliseconds
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any
+
 #: ART module -> {name: module of ours that defines it}.
 ART_EXPORTS = {
     "art.defences.trainer": {"CATRSTrainer": "catrs_adapters.art.trainer"},
