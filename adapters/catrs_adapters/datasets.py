@@ -18,12 +18,11 @@ from catrs_adapters.data.cifar import CIFAR10_URL, CIFAR100_URL
 from catrs_adapters.data.cifar10c import CIFAR10C_URL
 from catrs_adapters.data.imagenet import IMAGENET_URL
 from catrs_adapters.data.mnist import MNIST_URL
+from catrs_adapters.normalization import (
+    CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD,
+)
 from catrs_plugin.specs import DatasetSpec
 from catrs_plugin.validation import check_choice
-
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 #: ImageNet splits: the reference code's ``test`` (all validation images) and RobustBench's 5,000.
 IMAGENET_SPLITS = {"test": "all", "test5000": "robustbench"}
@@ -119,7 +118,7 @@ IMAGENET = DatasetSpec(
                 f"from {IMAGENET_URL}",
 )
 MNIST = DatasetSpec(
-    name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=(0.0,), std=(1.0,), load=_mnist,
+    name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=MNIST_MEAN, std=MNIST_STD, load=_mnist,
     default_arch="lenet",
     description=f"MNIST IDX files, DATA_DIR/MNIST/raw, from {MNIST_URL} (no normalisation, as in the reference)",
 )
