@@ -9,7 +9,8 @@ from art.defences.trainer import Trainer
 from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 from torch import nn
 
-from catrs_adapters.art.estimator import Preprocessed, loader_data, tensor_data, train_estimator
+from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
+from catrs_adapters.art.modules import Preprocessed
 from catrs_plugin.methods.catrs import CATRS
 from catrs_plugin.soft_labels import smoothed_soft_labels
 from catrs_plugin.validation import check_non_negative, check_positive_int, check_sigma
