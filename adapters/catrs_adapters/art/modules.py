@@ -64,6 +64,9 @@ class Preprocessed(nn.Module):
 class SmoothedSoft(nn.Module):
     """``log`` of the smoothed soft classifier ``mean_i softmax(base(x + d_i))``, ``d_i ~ N(0, sigma^2 I)``.
 
+    The noisy copies of all inputs go through ``base`` in one forward pass, in the mode ``base``
+    is in; the output, of shape ``(n, classes)``, is differentiable with respect to the input.
+
     Parameters
     ----------
     base : torch.nn.Module
@@ -73,9 +76,6 @@ class SmoothedSoft(nn.Module):
         ``torch.manual_seed`` makes a call reproducible).
     sigma : float
         Noise standard deviation.
-
-    The noisy copies of all inputs go through ``base`` in one forward pass, in the mode
-    ``base`` is in; the output ``(n, classes)`` is differentiable with respect to the input.
     """
 
     def __init__(self, base: nn.Module, samples: int, sigma: float) -> None:

@@ -55,7 +55,7 @@ def corruption_arrays(corruption: str, data_dir: str | os.PathLike | None = None
     return labels, images, len(labels) // len(SEVERITIES)
 
 
-def severity_rows(severity: int, per_severity: int) -> np.ndarray:
+def severity_block(severity: int, per_severity: int) -> np.ndarray:
     """Row indices of ``severity`` (1 to 5) in a corruption file."""
     if severity not in SEVERITIES:
         raise ValueError(f"severity must lie in 1..5, got {severity!r}")
@@ -89,6 +89,6 @@ def read_corruption(
     if not chosen or any(severity not in SEVERITIES for severity in chosen):
         raise ValueError(f"severities must lie in 1..5, got {list(chosen)}")
     labels, images, per_severity = corruption_arrays(corruption, data_dir)
-    rows = np.concatenate([severity_rows(s, per_severity) for s in sorted(set(chosen))])
+    rows = np.concatenate([severity_block(s, per_severity) for s in sorted(set(chosen))])
     x = np.transpose(np.asarray(images[rows]), (0, 3, 1, 2)).astype(np.float32) / 255.0
     return x, labels[rows].astype(np.int64), rows

@@ -30,7 +30,7 @@ from PIL import Image
 from torchvision import transforms
 
 from catrs_adapters.data.cifar import cifar10_split, cifar100_split
-from catrs_adapters.data.cifar10c import CORRUPTIONS, corruption_arrays, severity_rows
+from catrs_adapters.data.cifar10c import CORRUPTIONS, corruption_arrays, severity_block
 from catrs_adapters.data.imagenet import PREPROCESS, decode_image, imagenet_samples
 
 #: RobustBench's default CIFAR transform (``PREPROCESSINGS[None]``).
@@ -96,7 +96,7 @@ def load_cifar10c(
     images, labels = [], []
     for corruption in corruptions:
         stored_labels, stored_images, per_severity = corruption_arrays(corruption, data_dir)
-        rows = severity_rows(severity, per_severity)[:per_corruption]
+        rows = severity_block(severity, per_severity)[:per_corruption]
         images.append(np.asarray(stored_images[rows]))
         labels.append(stored_labels[: len(rows)])  # the labels repeat per severity; RobustBench takes the first
     x, y = np.concatenate(images), np.concatenate(labels)
