@@ -426,6 +426,24 @@ def test_inputs_outside_clip_values_are_refused_and_what_art_accepts_is_accepted
     assert unbounded.certify(scaled, n=50)[0].shape == (6,)  # no clip_values: ART's unbounded inputs
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_soft_classifier_gradients_and_input_checks_on_cuda(digits):
+    x, y, x_test, y_test = digits
+    model = get_registry().create_model("digits_cnn", "digits").cuda()
+    estimator = smoothed(model, method="gaussian", device_type="gpu", sample_size=32)
+    estimator.fit(x[:256], y[:256], nb_epochs=2, batch_size=64, lr=0.1, validation_data=(x_test[:20], y_test[:20]))
+    inputs = torch.tensor(x_test[:4], device="cuda")
+    gradient = estimator.class_gradient(inputs, label=y_test[:4])
+    assert gradient.is_cuda and gradient.shape == (4, 1, 1, 8, 8)
+    assert estimator.loss_gradient(inputs, torch.tensor(y_test[:4], device="cuda")).is_cuda
+    assert isinstance(estimator.class_gradient(x_test[:4]), np.ndarray)
+    with pytest.raises(ValueError, match="^x must lie within the estimator's clip_values"):
+        estimator.loss_gradient(inputs * 255, y_test[:4])
+    adversarial = evasion.ProjectedGradientDescent(estimator, norm=2, eps=0.5, eps_step=0.25, max_iter=2,
+                                                   verbose=False).generate(x_test[:4], y=y_test[:4])
+    assert np.linalg.norm((adversarial - x_test[:4]).reshape(4, -1), axis=1).max() <= 0.5 + 1e-5
+
+
 def test_loss_gradient_is_that_of_the_smoothed_soft_classifier(trained, digits):
     _, _, x, y = digits
     torch.manual_seed(0)
