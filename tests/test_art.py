@@ -420,7 +420,8 @@ def test_inputs_outside_clip_values_are_refused_and_what_art_accepts_is_accepted
         np.testing.assert_array_equal(result[1], reference[1])
     np.testing.assert_array_equal(trained.predict(x_test.tolist()), trained.predict(x_test))
     binary = (x_test > 0.5).astype(np.uint8)  # integers inside the range are fine
-    np.testing.assert_array_equal(trained.certify(binary, n=200)[0], trained.certify(binary.astype(np.float32), n=200)[0])
+    np.testing.assert_array_equal(trained.certify(binary, n=200)[0],
+                                  trained.certify(binary.astype(np.float32), n=200)[0])
     trained.certify(np.clip(x_test + 1e-6, 0, None), n=10)  # rounding at the bounds (Carlini-Wagner's tanh) passes
     unbounded = smoothed(trained.model, clip_values=None)
     assert unbounded.certify(scaled, n=50)[0].shape == (6,)  # no clip_values: ART's unbounded inputs

@@ -230,7 +230,9 @@ def train_estimator(
     """
     unknown = sorted(set(options) - set(TRAIN_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown training option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TRAIN_OPTIONS)}")
+        raise ValueError(
+            f"unknown training option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TRAIN_OPTIONS)}"
+        )
     optimizer = estimator.optimizer
     _check_schedule(optimizer, scheduler, options)
     results: dict[int, float] = {}

@@ -94,7 +94,7 @@ def read_cifar10(
     """CIFAR-10 as numpy arrays, the reader of the registered ``cifar10`` dataset.
 
     For RobustBench's ``load_cifar10`` (torch tensors, ``transforms_test``) see
-    :func:`catrs_adapters.data.load_cifar10`.
+    :func:`~catrs_adapters.data.robustbench_loaders.load_cifar10`.
 
     Returns
     -------

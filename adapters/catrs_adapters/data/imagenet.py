@@ -109,7 +109,7 @@ def read_imagenet(
     """ImageNet validation images as numpy arrays, the reader of the registered ``imagenet`` dataset.
 
     For RobustBench's ``load_imagenet`` (torch tensors, 5,000 images by default,
-    ``transforms_test``) see :func:`catrs_adapters.data.load_imagenet`.
+    ``transforms_test``) see :func:`~catrs_adapters.data.robustbench_loaders.load_imagenet`.
 
     Float32 images take 0.6 MB each: decoding the 50,000 images of ``image_set="all"`` at once
     needs 30 GB of memory, so the registered ``imagenet`` dataset loads lazily.

@@ -14,9 +14,10 @@ installed: ``tox -e robustbench``). Differences, all deliberate:
 * with the default ``transforms_test``, CIFAR images are scaled in one vectorised step that
   gives the same numbers as ``ToTensor`` on each image.
 
-The numpy readers behind the registered datasets (:func:`~catrs_adapters.data.read_cifar10`,
-:func:`~catrs_adapters.data.read_imagenet`, :func:`~catrs_adapters.data.read_corruption`) read
-the same files.
+The numpy readers behind the registered datasets
+(:func:`~catrs_adapters.data.cifar.read_cifar10`,
+:func:`~catrs_adapters.data.imagenet.read_imagenet`,
+:func:`~catrs_adapters.data.cifar10c.read_corruption`) read the same files.
 """
 
 from __future__ import annotations
