@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from catrs_adapters.data import CORRUPTIONS, load_cifar10, load_cifar100, load_imagenet, load_mnist, read_corruption
+from catrs_adapters.data import CORRUPTIONS, load_mnist, read_cifar10, read_cifar100, read_corruption, read_imagenet
 from catrs_adapters.data._files import take
 from catrs_adapters.data.cifar import CIFAR10_URL, CIFAR100_URL
 from catrs_adapters.data.cifar10c import CIFAR10C_URL
@@ -75,11 +75,11 @@ DIGITS = DatasetSpec(
 
 
 def _cifar10(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
-    return load_cifar10(n_examples, data_dir, split)
+    return read_cifar10(n_examples, data_dir, split)
 
 
 def _cifar100(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
-    return load_cifar100(n_examples, data_dir, split)
+    return read_cifar100(n_examples, data_dir, split)
 
 
 def _cifar10c(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
@@ -89,7 +89,7 @@ def _cifar10c(split: str, data_dir: str | os.PathLike | None = None, n_examples:
 
 def _imagenet(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
     check_choice(split, tuple(IMAGENET_SPLITS), "split")
-    return load_imagenet(n_examples, data_dir, IMAGENET_SPLITS[split], lazy=True)
+    return read_imagenet(n_examples, data_dir, IMAGENET_SPLITS[split], lazy=True)
 
 
 def _mnist(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
