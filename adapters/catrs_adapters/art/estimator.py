@@ -141,6 +141,9 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         Seed of the certification noise streams (per example index) and of training.
     autocast_dtype : torch.dtype, optional
         Reduced-precision certification (``torch.bfloat16`` or ``torch.float16``); off by default.
+    fast : bool
+        Certify and predict on the fast path of :class:`catrs_plugin.smoothing.Smooth`
+        (bfloat16, folded batch norm, ``torch.compile``, CUDA graphs on CUDA); off by default.
 
     Examples
     --------
@@ -175,6 +178,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         hyperparameters: Mapping[str, Any] | None = None,
         seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
+        fast: bool = False,
     ) -> None:
         check_positive_int(sample_size, "sample_size")
         check_sigma(scale, "scale")
@@ -185,6 +189,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         self.hyperparameters = dict(hyperparameters or {})
         self.seed = int(seed)
         self.autocast_dtype = autocast_dtype
+        self.fast = bool(fast)
         self._resolve_method(scale)
         super().__init__(
             model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
@@ -202,7 +207,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         """The certification engine over this estimator's model and preprocessing."""
         return Smooth(
             Preprocessed(self, fit=False), self.nb_classes, self.scale, batch_size=batch_size, seed=self.seed,
-            input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, progress=verbose,
+            input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, fast=self.fast, progress=verbose,
         )
 
     def fit(  # type: ignore[override]
