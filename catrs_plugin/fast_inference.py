@@ -179,10 +179,9 @@ class CompiledForward:
         Input shape to the seconds its first call took (compilation and one forward pass).
     """
 
-    static_shapes = True
-
     def __init__(self, eager: nn.Module, recipe: Recipe) -> None:
         self.eager = eager
+        self.name = type(getattr(eager, "net", eager)).__name__
         if recipe.freeze:
             options: dict[str, Any] = {"freezing": True}
             if recipe.cuda_graphs:
@@ -213,7 +212,7 @@ class CompiledForward:
             torch.cuda.synchronize(x.device)
         self.compile_seconds[shape] = seconds = time.perf_counter() - began
         logger.info("compiled %s for input shape %s in %.1f s (once per model, shape and process)",
-                    type(self.eager.net).__name__, shape, seconds)
+                    self.name, shape, seconds)
         return logits
 
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from catrs_plugin.fast_inference import Recipe, fast_recipe, padded_size, prepare_forward
+from catrs_plugin.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
 from catrs_plugin.stats import certified_radius, lower_confidence_bound, top_two_pvalue
 from catrs_plugin.validation import (
     check_alpha,
@@ -180,7 +180,7 @@ class Smooth:
     def compile_seconds(self) -> dict[tuple[int, ...], float]:
         """Seconds each input shape's compilation took (with its first forward pass), for compiled
         paths; shared by every ``Smooth`` of the same model and recipe. Empty when nothing is compiled."""
-        return getattr(self._forward, "compile_seconds", {})
+        return self._forward.compile_seconds if isinstance(self._forward, CompiledForward) else {}
 
     def certify(
         self,
@@ -332,7 +332,7 @@ class Smooth:
         :data:`AUTO_PROBE` samples, and the device's free memory."""
         device = self.device
         model = self.base_classifier
-        forward = getattr(self._forward, "eager", self._forward)
+        forward = self._forward.eager if isinstance(self._forward, CompiledForward) else self._forward
         was_training = model.training
         model.eval()
         torch.cuda.synchronize(device)
@@ -355,7 +355,7 @@ class Smooth:
         predictions are dropped.
         """
         top = torch.empty(len(batch), dtype=torch.long, device=batch.device)
-        static = getattr(self._forward, "static_shapes", False)
+        static = isinstance(self._forward, CompiledForward)
         full = self._forward_limit or self._resolved_batch or len(batch)
         start = 0
         while start < len(batch):

@@ -255,17 +255,16 @@ def test_padded_sizes_are_few_and_cover_the_batch():
         assert all(padded_size(size, full) >= size for size in range(1, full + 1))
 
 
-class RecordsShapes:
-    """A forward pass with fixed shapes (as a compiled one has), recording the batch sizes it sees."""
-
-    static_shapes = True
+class RecordsShapes(CompiledForward):
+    """A "compiled" forward pass (fixed shapes) that runs the model eagerly and records the batch sizes it sees."""
 
     def __init__(self, model):
-        self.model, self.sizes = model, []
+        self.eager, self.compiled, self.compile_seconds, self.failed, self.sizes = model, self.record, {}, None, []
+        self.name = "recorded"
 
-    def __call__(self, x):
+    def record(self, x):
         self.sizes.append(len(x))
-        return self.model(x)
+        return self.eager(x)
 
 
 def test_fixed_shapes_pad_partial_batches_and_keep_the_counts(setup):
@@ -328,3 +327,46 @@ def test_cuda_engine_equals_the_cuda_reference(setup):
     np.testing.assert_array_equal(smooth.sample_counts(x, PLAN, indices), expected)
     size = smooth.resolve_batch_size((1, 8, 8))
     assert size % NOISE_BLOCK == 0 and size >= NOISE_BLOCK
+
+
+# ----------------------------------------------------------------------------- the fast path's one argument
+
+
+def _without_compilation(monkeypatch):
+    """torch.compile as the identity: the plumbing of ``fast`` is checked without paying for Inductor."""
+    monkeypatch.setattr(torch, "compile", lambda module, **options: module)
+
+
+def test_catrs_certify_fast_flag(tmp_path, monkeypatch):
+    from catrs_plugin.cli import main
+    from catrs_plugin.results import read_certify_results
+
+    _without_compilation(monkeypatch)
+    checkpoint = tmp_path / "gaussian.pt"
+    assert main(["train", "--dataset", "digits", "--method", "gaussian", "--sigma", "0.25", "--epochs", "2",
+                 "--batch", "64", "--checkpoint", str(checkpoint), "--quiet", "--device", "cpu"]) == 0
+    command = ["certify", "digits", str(checkpoint), "0.25", None, "--N0", "50", "--N", "500", "--max", "8",
+               "--quiet", "--device", "cpu"]
+    exact, fast = tmp_path / "exact.tsv", tmp_path / "fast.tsv"
+    assert main([*command[:4], str(exact), *command[5:]]) == 0
+    assert main([*command[:4], str(fast), *command[5:], "--fast"]) == 0
+    a, b = read_certify_results(exact), read_certify_results(fast)
+    assert list(a.idx) == list(b.idx) == list(range(8))
+    assert (a.predict == b.predict).mean() >= 0.75 and np.abs(a.radius - b.radius).max() < 0.2
+    assert main([*command[:4], str(tmp_path / "x.tsv"), *command[5:], "--fast", "--compile", "default"]) == 2
+
+
+def test_fast_reaches_compare_and_the_art_estimator(monkeypatch):
+    from catrs_adapters.art.estimator import PyTorchCATRS
+    from catrs_plugin.cli import compare as compare_cli
+    from catrs_plugin.cli import main
+
+    seen = {}
+    monkeypatch.setattr(compare_cli, "run_comparison", lambda *args, **kwargs: seen.update(kwargs) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["compare", "--dataset", "digits", "--methods", "gaussian", "--sigma", "0.25", "--fast"])
+    assert seen["fast"] is True
+    model = get_registry().create_model("digits_cnn", "digits")
+    estimator = PyTorchCATRS(model, nn.CrossEntropyLoss(), (1, 8, 8), 10, device_type="cpu", scale=0.25, fast=True)
+    smooth = estimator.smooth(batch_size=100)
+    assert smooth.fast and smooth.recipe.fold_batchnorm and smooth.recipe.autocast_dtype == torch.bfloat16
