@@ -95,15 +95,19 @@ def load_inputs(name: str, split: str = "test", data_dir: str | None = None) -> 
     return get_registry().dataset(name).load(split, data_dir=data_dir)
 
 
-def trained_checkpoint(name: str, folder: str | Path, device: torch.device) -> tuple[Path, str]:
+def trained_checkpoint(
+    name: str, folder: str | Path, device: torch.device, epochs: int | None = None
+) -> tuple[Path, str]:
     """Path of the :data:`TRAINED` model ``name`` in ``folder``, trained there first if missing
-    (Gaussian augmentation at :data:`TRAINED_SIGMA`, seed 0), and the name of its inputs."""
+    (Gaussian augmentation at :data:`TRAINED_SIGMA`, seed 0, ``epochs`` or the table's), and the
+    name of its inputs."""
     from catrs_plugin.checkpoint import save_checkpoint
     from catrs_plugin.registry import get_registry
     from catrs_plugin.training import TensorData, TrainConfig, train
 
-    arch, dataset, inputs, epochs, batch = TRAINED[name]
-    path = Path(folder) / f"{name}_{arch}_gaussian_{TRAINED_SIGMA}.pt"
+    arch, dataset, inputs, default_epochs, batch = TRAINED[name]
+    epochs = epochs or default_epochs
+    path = Path(folder) / f"{name}_{arch}_gaussian_{TRAINED_SIGMA}_{epochs}epochs.pt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)

@@ -211,6 +211,8 @@ def build_parser():
                              "(digits CNN) or digits32 (CIFAR ResNet-20 on CIFAR-shaped digits)")
     parser.add_argument("--trained-dir", default="benchmark-models", help="where --trained models are kept "
                                                                           "(default: benchmark-models)")
+    parser.add_argument("--trained-epochs", type=int, default=None,
+                        help="training epochs of the --trained model (default: 30 for digits, 15 for digits32)")
     parser.add_argument("--data-dir", default=None, help="directory of file-based datasets")
     parser.add_argument("--images", type=int, default=2, help="inputs to certify (default: 2)")
     parser.add_argument("--n0", type=int, default=100, help="selection samples (default: 100)")
@@ -250,7 +252,7 @@ def run(options):
     config["fast_batch"] = config["fast_batch"] or config["batch"]
     if config["trained"]:
         path, config["dataset"] = trained_checkpoint(config["trained"], config["trained_dir"],
-                                                     torch.device(config["device"]))
+                                                     torch.device(config["device"]), config["trained_epochs"])
         config["checkpoint"] = options["checkpoint"] = str(path)
     names = {"fast": "engine-fast"}
     contenders = list(dict.fromkeys(["engine", *(names.get(c, c) for c in config["contenders"]),
