@@ -52,8 +52,9 @@ def certify_to_file(
     n0: int = 100,
     n: int = 100_000,
     alpha: float = 0.001,
-    batch_size: int | str = 1000,
+    batch_size: int | str | None = None,
     seed: int = 0,
+    fast: bool = False,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     compile_mode: str | None = None,
@@ -79,8 +80,10 @@ def certify_to_file(
         Data-set indices to certify (default: all).
     n0, n, alpha
         As in :meth:`Smooth.certify`.
-    batch_size, seed, autocast_dtype, channels_last, compile_mode
-        As in :class:`Smooth` (``batch_size="auto"`` sizes batches from free GPU memory).
+    batch_size, seed, fast, autocast_dtype, channels_last, compile_mode
+        As in :class:`Smooth`: ``batch_size="auto"`` sizes batches from free GPU memory;
+        ``fast=True`` is the fast path (bfloat16, folded batch norm, ``torch.compile``, CUDA
+        graphs), compiled once per model and input shape for all calls of a process.
     resume : bool
         Continue an existing file instead of overwriting it.
     progress : bool
@@ -93,8 +96,8 @@ def certify_to_file(
     """
     n0, n = check_positive_int(n0, "N0"), check_positive_int(n, "N")
     alpha = check_alpha(alpha)
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
-                    channels_last=channels_last, compile_mode=compile_mode)
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
+                    autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
     return _run(
         smooth, x, y, outfile, indices, CERTIFY_HEADER, n0 + n, resume, progress,
         lambda batch, keys: smooth.certify(batch, n0, n, alpha, indices=keys),
@@ -113,19 +116,23 @@ def predict_to_file(
     *,
     n: int = 100_000,
     alpha: float = 0.001,
-    batch_size: int | str = 1000,
+    batch_size: int | str | None = None,
     seed: int = 0,
+    fast: bool = False,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     compile_mode: str | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> int:
-    """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``."""
+    """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``.
+
+    The arguments are those of :func:`certify_to_file` (``n`` is PREDICT's sample count).
+    """
     n = check_positive_int(n, "N")
     alpha = check_alpha(alpha)
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
-                    channels_last=channels_last, compile_mode=compile_mode)
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
+                    autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
     return _run(
         smooth, x, y, outfile, indices, PREDICT_HEADER, n, resume, progress,
         lambda batch, keys: (smooth.predict(batch, n, alpha, indices=keys),),

@@ -7,10 +7,11 @@ learning-rate schedule; write a checkpoint atomically. A run restarted with the 
 arguments resumes after the last finished epoch and repeats its numbers.
 
 Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
-autocast with a gradient scaler), the ``channels_last`` memory format, and the fused SGD
-kernel on CUDA. When ``torch.distributed`` is initialised (e.g. under ``torchrun``), the
-model is wrapped in ``DistributedDataParallel`` and every loader batch is split evenly across
-the ranks (see :mod:`catrs_plugin.distributed`).
+autocast with a gradient scaler), the ``channels_last`` memory format, the fused SGD kernel
+on CUDA, and ``torch.compile`` of the model (CUDA graphs in ``"reduce-overhead"`` mode);
+:func:`catrs_plugin.fast_training.fast_config` turns them all on. When ``torch.distributed``
+is initialised (e.g. under ``torchrun``), the model is wrapped in ``DistributedDataParallel``
+and every loader batch is split evenly across the ranks (see :mod:`catrs_plugin.distributed`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
 from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
+from catrs_plugin.fast_training import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.methods.base import Method, TrainBatch
 from catrs_plugin.smoothing import derive_seed, model_device
 from catrs_plugin.validation import check_choice, check_non_negative, check_positive_int, check_sigma
@@ -73,6 +75,10 @@ class TrainConfig:
         convolutions on recent GPUs, above all with ``amp``).
     fused : bool or None
         Use the fused SGD kernel; ``None`` (default) means on CUDA only.
+    compile : str or None
+        Train through ``torch.compile`` of the model in this mode (see
+        :data:`~catrs_plugin.fast_training.COMPILE_MODES`; ``"reduce-overhead"`` records CUDA
+        graphs on CUDA). Off by default.
     """
 
     epochs: int = 150
@@ -89,6 +95,7 @@ class TrainConfig:
     amp: str | None = None
     channels_last: bool = False
     fused: bool | None = None
+    compile: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -101,6 +108,8 @@ class TrainConfig:
         check_non_negative(self.gamma, "gamma")
         if self.amp is not None:
             check_choice(self.amp, tuple(AMP_DTYPES), "amp")
+        if self.compile is not None:
+            check_choice(self.compile, COMPILE_MODES, "compile")
 
 
 class TensorData:
@@ -134,7 +143,8 @@ class TensorData:
         the same number of steps) and this rank gets share ``rank``.
         """
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
-        order = torch.randperm(len(self.x), generator=generator)
+        # The order lives where the data does, so that no batch waits for an index copy.
+        order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
         for start in range(0, len(order), batch_size):
             take = order[start : start + batch_size]
             if world > 1:
@@ -263,6 +273,7 @@ def train(
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = compiled_for_training(net, config.compile)
     if isinstance(data, TensorData) and device.type == "cuda" and _fits_on_device(data, device):
         data = data.to(device)
     history: list[dict[str, float]] = []
@@ -293,6 +304,7 @@ def train(
             for k in range(chunks if size else 0):
                 part = slice(k * size, (k + 1) * size)
                 batch = TrainBatch(x[part], y[part], None if soft is None else soft[part], sigma, generator, epoch)
+                begin_step(config.compile, device)
                 with torch.autocast(device.type, dtype=AMP_DTYPES.get(config.amp, torch.bfloat16),
                                     enabled=config.amp is not None):
                     loss = method.compute_loss(net, batch, hyperparameters)

@@ -193,7 +193,9 @@ def test_drop_ins_take_robustbenchs_arguments_and_defaults(name):
 
 def _write_idx(path, array, compress):
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    (gzip.open if compress else open)(path, "wb").write(header + array.astype(np.uint8).tobytes())
+    # Closed by the with block: on Python 3.12+ an unclosed gzip file is left empty.
+    with (gzip.open if compress else open)(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -63,6 +63,9 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         Seed of the certification noise streams (per example index) and of training.
     autocast_dtype : torch.dtype, optional
         Reduced-precision certification (``torch.bfloat16`` or ``torch.float16``); off by default.
+    fast : bool
+        Certify and predict on the fast path of :class:`catrs_plugin.smoothing.Smooth`
+        (bfloat16, folded batch norm, ``torch.compile``, CUDA graphs on CUDA); off by default.
 
     Examples
     --------
@@ -97,6 +100,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         hyperparameters: Mapping[str, Any] | None = None,
         seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
+        fast: bool = False,
     ) -> None:
         check_positive_int(sample_size, "sample_size")
         check_sigma(scale, "scale")
@@ -107,6 +111,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         self.hyperparameters = dict(hyperparameters or {})
         self.seed = int(seed)
         self.autocast_dtype = autocast_dtype
+        self.fast = bool(fast)
         self._fit_calls = 0
         self._resolve_method(scale)
         super().__init__(
@@ -122,10 +127,17 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         return method, method.hyperparameters(sigma, self.preset, **self.hyperparameters)
 
     def smooth(self, batch_size: int | str = "auto", verbose: bool = False) -> Smooth:
-        """The certification engine over this estimator's model and preprocessing."""
+        """The certification engine over this estimator's model and preprocessing.
+
+        The engine forwards one :class:`Preprocessed` module per estimator (rebuilt only when
+        ``model`` is replaced), so that the fast path compiles it once, not on every call.
+        """
+        module = getattr(self, "_prediction_module", None)
+        if module is None or module.net is not self.model:
+            module = self._prediction_module = Preprocessed(self, fit=False)
         return Smooth(
-            Preprocessed(self, fit=False), self.nb_classes, self.scale, batch_size=batch_size, seed=self.seed,
-            input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, progress=verbose,
+            module, self.nb_classes, self.scale, batch_size=batch_size, seed=self.seed,
+            input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, fast=self.fast, progress=verbose,
         )
 
     def fit(  # type: ignore[override]
