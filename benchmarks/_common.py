@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: models, devices, FLOPs, peak figures, memory, isolation.
+"""Helpers shared by the benchmark scripts: models, trained checkpoints, devices, FLOPs, peak
+figures, memory, isolation.
 
 Every measurement runs in a fresh process (``spawn``), so that one contender's warm caches,
 allocator state or peak memory never count for another.
@@ -10,9 +11,12 @@ import concurrent.futures
 import multiprocessing
 import re
 import time
+from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -58,6 +62,63 @@ def build_model(name: str, device: torch.device, seed: int = 0) -> tuple[nn.Modu
 
         net = timm.create_model(name, pretrained=False, num_classes=classes, in_chans=shape[0])
     return nn.Sequential(NormalizeLayer(mean, std), net).to(device).eval(), shape, classes
+
+
+#: Trained models for agreement measurements: name -> (architecture, dataset of the checkpoint,
+#: inputs, epochs, batch). ``digits32`` is the digits data as CIFAR-shaped images (see
+#: :func:`digits32`), certified by a CIFAR ResNet-20 with CIFAR-10's normalisation.
+TRAINED = {
+    "digits": ("digits_cnn", "digits", "digits", 30, 64),
+    "digits32": ("cifar_resnet20", "cifar10", "digits32", 15, 64),
+}
+
+#: Noise level of the trained models (Gaussian augmentation, Cohen et al.).
+TRAINED_SIGMA = 0.25
+
+
+def digits32(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-shaped images from the embedded digits: each 8x8 image upsampled (bilinear) to
+    32x32 and repeated over 3 channels; ``(n, 3, 32, 32)`` float32 in [0, 1] and labels."""
+    from catrs_adapters.datasets import load_digits
+
+    x, y = load_digits(split)
+    large = F.interpolate(torch.from_numpy(x), size=(32, 32), mode="bilinear", align_corners=False)
+    return large.repeat(1, 3, 1, 1).clamp(0, 1).numpy(), y
+
+
+def load_inputs(name: str, split: str = "test", data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A split of ``digits32`` or of a registered dataset, as numpy arrays."""
+    if name == "digits32":
+        return digits32(split)
+    from catrs_plugin.registry import get_registry
+
+    return get_registry().dataset(name).load(split, data_dir=data_dir)
+
+
+def trained_checkpoint(
+    name: str, folder: str | Path, device: torch.device, epochs: int | None = None
+) -> tuple[Path, str]:
+    """Path of the :data:`TRAINED` model ``name`` in ``folder``, trained there first if missing
+    (Gaussian augmentation at :data:`TRAINED_SIGMA`, seed 0, ``epochs`` or the table's), and the
+    name of its inputs."""
+    from catrs_plugin.checkpoint import save_checkpoint
+    from catrs_plugin.registry import get_registry
+    from catrs_plugin.training import TensorData, TrainConfig, train
+
+    arch, dataset, inputs, default_epochs, batch = TRAINED[name]
+    epochs = epochs or default_epochs
+    path = Path(folder) / f"{name}_{arch}_gaussian_{TRAINED_SIGMA}_{epochs}epochs.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        model = get_registry().create_model(arch, dataset).to(device)
+        x, y = load_inputs(inputs, "train")
+        config = TrainConfig(epochs=epochs, batch_size=batch, lr=0.1, lr_step_size=max(1, epochs // 3 * 2),
+                             progress=False)
+        history = train(model, get_registry().method("gaussian"), {}, TRAINED_SIGMA, TensorData(x, y), config)
+        save_checkpoint(path, {"arch": arch, "dataset": dataset, "state_dict": model.state_dict(),
+                               "epoch": epochs, "history": history})
+    return path, inputs
 
 
 def flops_per_sample(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> float:

@@ -1,32 +1,42 @@
 """Certification throughput: our engine against ART and a per-image loop in the style of Cohen et al.
 
-Contenders, all on the same model (seeded random weights, or ``--checkpoint``), the same inputs,
-N0, N, alpha, sigma and forward batch size:
+Contenders, all on the same model (seeded random weights, ``--checkpoint``, or a model trained
+here with ``--trained``), the same inputs, N0, N, alpha, sigma and forward batch size:
 
 * ``engine``: :class:`catrs_plugin.smoothing.Smooth` with its defaults (fp32, exact);
 * ``art``: ``PyTorchRandomizedSmoothing.certify`` of the Adversarial Robustness Toolbox
   (numpy noise on the host, one input at a time, logits copied back per batch);
 * ``loop``: CERTIFY as Cohen et al. describe it, one image at a time: repeat the image into a
   batch, add ``torch.randn`` noise on the device, take the argmax, count on the host;
-* ``engine-bf16``, ``engine-fp16`` (``--amp``): the engine under autocast, plus
-  ``--channels-last`` / ``--compile`` when given. Their agreement with ``engine`` (the same
-  noise, only the precision differs) is reported: identical predictions and radius differences.
+* ``engine-fast`` (``fast`` in ``--contenders``): the engine's fast path, ``Smooth(fast=True)``
+  (bf16, batch norm folded, channels_last, ``torch.compile`` with freezing, CUDA graphs on
+  CUDA), with ``--fast-batch`` samples per forward pass (``auto``: the largest that fits);
+* ``engine-bf16``, ``engine-fp16`` (``--amp``): the engine under autocast only, plus
+  ``--channels-last`` / ``--compile`` when given.
 
-Each contender runs in a fresh process after a warm-up call on one image. With ``--repeats R``
-all contenders run in turn R times and each one's fastest round counts, which evens out the
-load of a shared machine. Reported: seconds
-per image, noisy samples per second, achieved TFLOP/s (FLOPs of one forward pass from
-``torch.utils.flop_counter``, convolutions and matrix products only) and its share of the
-device's peak, peak memory (CUDA: allocated device memory; CPU: peak resident set of the
-process, libraries included), and each contender's time relative to the engine's.
+The agreement of every ``engine-*`` contender with ``engine`` (the same noise, only the
+forward pass rounds differently) is reported: identical predictions and radius differences.
+Agreement means something on a trained model only: ``--trained digits`` (the digits CNN) and
+``--trained digits32`` (a CIFAR ResNet-20 on CIFAR-shaped digits) train one with Gaussian
+augmentation at sigma 0.25 into ``--trained-dir`` (once) and certify its test images.
+
+Each contender runs in a fresh process after a warm-up call on one image (for ``engine-fast``,
+with the run's N0 and N, which compiles the batch shapes the run uses; the compile time of
+the warm-up and any compilation left in the timed run are reported). With ``--repeats R`` all
+contenders run in turn R times and each one's fastest round counts, which evens out the load
+of a shared machine. Reported: seconds per image, noisy samples per second, achieved TFLOP/s
+(FLOPs of one forward pass from ``torch.utils.flop_counter``, convolutions and matrix
+products only) and its share of the device's peak, peak memory (CUDA: allocated device
+memory; CPU: peak resident set of the process, libraries included), and each contender's time
+relative to the engine's.
 
 Example (CPU, a few minutes on 2 cores)::
 
     python benchmarks/certify.py --device cpu --model cifar_resnet110 --images 2 --n 1000
 
-On one H100 (the issue's targets)::
+On one H100 (the issue's targets; ``benchmarks/gpu_table.py`` runs this and everything else)::
 
-    python benchmarks/certify.py --device cuda --model cifar_resnet110 --images 20 --n 100000 --batch 10000
+    python benchmarks/certify.py --device cuda --model cifar_resnet110 --images 5 --n 100000 --batch 10000
 """
 
 from __future__ import annotations
@@ -42,15 +52,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     MODELS,
+    TRAINED,
     build_model,
     describe_device,
     flops_per_sample,
     isolated,
+    load_inputs,
     peak_tflops,
     timed,
+    trained_checkpoint,
 )
 
-from catrs_plugin.cli._common import resolve_device  # noqa: E402
+from catrs_plugin.cli._common import batch_size_argument, resolve_device  # noqa: E402
 from catrs_plugin.smoothing import Smooth  # noqa: E402
 from catrs_plugin.stats import certified_radius, lower_confidence_bound  # noqa: E402
 from catrs_plugin.training import AMP_DTYPES  # noqa: E402
@@ -92,17 +105,15 @@ def art_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
 
 
 def engine_certify(model, x, n0, n, alpha, sigma, batch, classes, device, amp=None, channels_last=False,
-                   compile_mode=None):
-    smooth = Smooth(model, classes, sigma, batch_size=batch, seed=0, autocast_dtype=AMP_DTYPES.get(amp),
+                   compile_mode=None, fast=False):
+    smooth = Smooth(model, classes, sigma, batch_size=batch, seed=0, fast=fast, autocast_dtype=AMP_DTYPES.get(amp),
                     channels_last=channels_last, compile_mode=compile_mode)
-    return smooth.certify(x, n0, n, alpha)
+    return smooth.certify(x, n0, n, alpha), smooth.compile_seconds
 
 
 def inputs(config, shape):
     if config["dataset"]:
-        from catrs_plugin.registry import get_registry
-
-        x = get_registry().dataset(config["dataset"]).load("test", data_dir=config["data_dir"])[0]
+        x = load_inputs(config["dataset"], "test", config["data_dir"])[0]
         return np.ascontiguousarray(x[: config["images"]], dtype=np.float32)
     return np.random.default_rng(0).random((config["images"], *shape), dtype=np.float32)
 
@@ -123,24 +134,28 @@ def measure(config, contender):
         model, shape, classes = build_model(config["model"], device)
         x = inputs(config, shape)
     flops = flops_per_sample(model, shape, device)
-    kind, _, amp = contender.partition("-")
-    options = {}
-    if kind == "engine" and amp:
-        options = {"amp": amp, "channels_last": config["channels_last"], "compile_mode": config["compile"]}
+    kind, _, variant = contender.partition("-")
+    options, batch, precision = {}, config["batch"], variant or "fp32"
+    if variant == "fast":
+        options, batch, precision = {"fast": True}, config["fast_batch"], "bf16"
+    elif variant:
+        options = {"amp": variant, "channels_last": config["channels_last"], "compile_mode": config["compile"]}
     function = {"engine": engine_certify, "art": art_certify, "loop": loop_certify}[kind]
-    common = (config["alpha"], config["sigma"], config["batch"], classes, device)
-    function(model, x[:1], config["batch"], config["batch"], *common, **options)  # warm-up
-    (predictions, radii), seconds, memory = timed(
-        device, lambda: function(model, x, config["n0"], config["n"], *common, **options)
-    )
+    common = (config["alpha"], config["sigma"], batch, classes, device)
+    warm = (config["n0"], config["n"]) if variant == "fast" else (config["batch"], config["batch"])
+    warm_result = function(model, x[:1], *warm, *common, **options)
+    compiled = dict(warm_result[1]) if kind == "engine" else {}
+    result, seconds, memory = timed(device, lambda: function(model, x, config["n0"], config["n"], *common, **options))
+    predictions, radii = result[0] if kind == "engine" else result
     samples = len(x) * (config["n0"] + config["n"])
-    peak, source = peak_tflops(device, amp or "fp32", config["peak_tflops"])
+    peak, source = peak_tflops(device, precision, config["peak_tflops"])
     achieved = flops * samples / seconds / 1e12
     return {
         "contender": contender, "seconds_per_image": seconds / len(x), "samples_per_second": samples / seconds,
         "tflops": achieved, "peak": peak, "peak_source": source, "memory_mib": memory, "gflops_per_sample":
         flops / 1e9, "predictions": np.asarray(predictions), "radii": np.asarray(radii, dtype=np.float64),
-        "device": describe_device(device),
+        "device": describe_device(device), "compile_seconds": sum(compiled.values()),
+        "compile_seconds_in_run": sum(v for k, v in (result[1] if kind == "engine" else {}).items() if k not in compiled),
     }
 
 
@@ -159,24 +174,45 @@ def report(results, config):
               f"{figures['seconds_per_image'] / base['seconds_per_image']:>14.2f}x")
     print(f"peak TFLOP/s: {base['peak_source']}")
     for name, figures in results.items():
+        if figures["compile_seconds"] or figures["compile_seconds_in_run"]:
+            print(f"{name}: compilation {figures['compile_seconds']:.1f} s in the warm-up (not timed), "
+                  f"{figures['compile_seconds_in_run']:.1f} s inside the timed run")
+    for name, agreement in agreements(results).items():
+        print(f"{name} vs fp32 engine: identical predictions {agreement['identical']}/{agreement['images']}, "
+              f"|radius difference| mean {agreement['mean']:.2e}, max {agreement['max']:.2e} "
+              f"(max {agreement['max_both']:.2e} where both certify)")
+
+
+def agreements(results):
+    """Per ``engine-*`` contender: identical predictions and radius differences against ``engine``."""
+    base = results["engine"]
+    out = {}
+    for name, figures in results.items():
         if name.startswith("engine-"):
-            same = np.mean(figures["predictions"] == base["predictions"])
+            same = figures["predictions"] == base["predictions"]
             both = (figures["predictions"] >= 0) & (base["predictions"] >= 0)
             difference = np.abs(figures["radii"] - base["radii"])
-            worst = difference[both].max() if both.any() else 0.0
-            print(f"{name} vs fp32 engine: identical predictions {same:.4f} "
-                  f"({int(same * len(difference))}/{len(difference)}), |radius difference| mean "
-                  f"{difference.mean():.2e}, max {difference.max():.2e} (max {worst:.2e} where both certify)")
+            out[name] = {"identical": int(same.sum()), "images": len(same), "mean": float(difference.mean()),
+                         "max": float(difference.max()),
+                         "max_both": float(difference[both].max()) if both.any() else 0.0}
+    return out
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--model", choices=sorted(MODELS), default="cifar_resnet110",
                         help="architecture with seeded random weights (default: cifar_resnet110)")
     parser.add_argument("--checkpoint", default=None, help="certify this checkpoint's model instead of --model")
     parser.add_argument("--dataset", default=None, help="take the inputs from this registered dataset's test "
-                                                         "split (default: uniform random inputs)")
+                                                         "split, or digits32 (default: uniform random inputs)")
+    parser.add_argument("--trained", choices=sorted(TRAINED), default=None,
+                        help="certify a model trained here (once, into --trained-dir) on its test images: digits "
+                             "(digits CNN) or digits32 (CIFAR ResNet-20 on CIFAR-shaped digits)")
+    parser.add_argument("--trained-dir", default="benchmark-models", help="where --trained models are kept "
+                                                                          "(default: benchmark-models)")
+    parser.add_argument("--trained-epochs", type=int, default=None,
+                        help="training epochs of the --trained model (default: 30 for digits, 15 for digits32)")
     parser.add_argument("--data-dir", default=None, help="directory of file-based datasets")
     parser.add_argument("--images", type=int, default=2, help="inputs to certify (default: 2)")
     parser.add_argument("--n0", type=int, default=100, help="selection samples (default: 100)")
@@ -184,8 +220,11 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: 0.25)")
     parser.add_argument("--batch", type=int, default=500, help="noisy samples per forward pass (default: 500)")
-    parser.add_argument("--contenders", nargs="+", choices=("engine", "art", "loop"), default=["engine", "art", "loop"],
-                        help="what to time besides reduced precision (default: engine art loop)")
+    parser.add_argument("--contenders", nargs="+", choices=("engine", "art", "loop", "fast"),
+                        default=["engine", "art", "loop", "fast"],
+                        help="what to time besides --amp (default: engine art loop fast)")
+    parser.add_argument("--fast-batch", type=batch_size_argument, default=None,
+                        help="samples per forward pass of engine-fast: a number or auto (default: --batch)")
     parser.add_argument("--amp", nargs="*", choices=sorted(AMP_DTYPES), default=["bf16"],
                         help="reduced-precision engine runs, timed and compared with fp32 (default: bf16)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last in the reduced-precision runs")
@@ -196,13 +235,30 @@ def main(argv=None):
                         help="rounds over all contenders, each run in a fresh process; a contender's fastest "
                              "round counts (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.checkpoint and not args.dataset:
         parser.error("--checkpoint needs --dataset (the inputs of the checkpoint's model)")
-    config = {**vars(args), "device": str(resolve_device(args.device))}
-    contenders = list(dict.fromkeys(["engine", *args.contenders, *(f"engine-{amp}" for amp in args.amp)]))
+    report(run(vars(args)), vars(args))
+
+
+def run(options):
+    """Measure every contender (see the module docstring); ``options`` as parsed by :func:`main`."""
+    config = {**options, "device": str(resolve_device(options["device"]))}
+    config["fast_batch"] = config["fast_batch"] or config["batch"]
+    if config["trained"]:
+        path, config["dataset"] = trained_checkpoint(config["trained"], config["trained_dir"],
+                                                     torch.device(config["device"]), config["trained_epochs"])
+        config["checkpoint"] = options["checkpoint"] = str(path)
+    names = {"fast": "engine-fast"}
+    contenders = list(dict.fromkeys(["engine", *(names.get(c, c) for c in config["contenders"]),
+                                     *(f"engine-{amp}" for amp in config["amp"])]))
     results = {}
-    for round_ in range(args.repeats):
+    for round_ in range(config["repeats"]):
         for contender in contenders:
             print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
             try:
@@ -214,7 +270,7 @@ def main(argv=None):
                 continue
             if contender not in results or figures["seconds_per_image"] < results[contender]["seconds_per_image"]:
                 results[contender] = figures
-    report(results, config)
+    return results
 
 
 if __name__ == "__main__":

@@ -9,8 +9,17 @@ the same loader batch, M (``num_noise_vec``), T (``num_steps``), epsilon and lam
   frozen and unfrozen around the worst-case search at every step, four ``.item()`` host
   synchronisations per step for the running averages, plain (unfused) SGD, fp32;
 * ``ours``: :func:`catrs_plugin.training.train` with the registered ``catrs`` method, fp32;
-* ``ours-fast``: the same with ``--amp`` (bf16 by default), ``channels_last`` and, on CUDA,
-  the fused SGD kernel.
+* ``ours-amp``: the same with ``--amp`` (bf16 by default), ``channels_last`` and, on CUDA,
+  the fused SGD kernel;
+* ``ours-fast``: the fast path, :func:`catrs_plugin.fast_training.fast_config`: as
+  ``ours-amp`` plus ``torch.compile`` of the model (``"reduce-overhead"``, i.e. CUDA graphs,
+  on CUDA; ``"default"`` on the CPU). Compilation happens in the warm-up batch (its time is
+  reported, not counted); the last, smaller batch of a real epoch would compile once more.
+
+The mean loss of the timed batches is reported for every contender: all train the same model
+from the same weights on the same data, so the fast paths must stay close to ``ours``
+(``reference`` draws its noise differently and shuffles with its own loader, so its loss only
+matches in distribution).
 
 Each contender runs in a fresh process (all of them in turn ``--repeats`` times, the fastest
 round counting). Only ``--batches`` loader batches are timed (after one warm-up batch), and the time of a
@@ -21,15 +30,16 @@ Example (CPU, a few minutes on 2 cores)::
 
     python benchmarks/train.py --device cpu --model cifar_resnet20 --batch 64 --batches 2
 
-The paper's setting on one GPU::
+The paper's setting on one GPU (``benchmarks/gpu_table.py`` runs it with everything else)::
 
-    python benchmarks/train.py --device cuda --model cifar_resnet110 --batch 256 --batches 20
+    python benchmarks/train.py --device cuda --model cifar_resnet110 --batch 256 --batches 20 --workers 4
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +55,7 @@ from catrs_plugin.cli._common import resolve_device  # noqa: E402
 from catrs_plugin.models import NormalizeLayer  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10
+CONTENDERS = ("reference", "ours", "ours-amp", "ours-fast")
 
 
 def make_model(name: str, device: torch.device) -> nn.Module:
@@ -71,7 +82,7 @@ def reference_style(model, data, config, device):
                                          num_workers=config["workers"], pin_memory=device.type == "cuda")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     lower = torch.ones(m + 1, m).tril(-1).to(device)  # row k keeps the k smallest losses
-    sums = [0.0, 0.0, 0.0, 0.0]
+    sums, count = [0.0, 0.0, 0.0, 0.0], 0
     model.train()
     for x, y, p in loader:
         size = len(x) // m
@@ -100,10 +111,11 @@ def reference_style(model, data, config, device):
             top5 = (logits.topk(5, 1)[1] == targets.repeat(m)[:, None]).any(1).float().mean()
             for slot, value in enumerate((loss_low.mean(), loss, correct, top5)):
                 sums[slot] += value.item() * size
+            count += size
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return sums[1]
+    return sums[1] / max(count, 1)
 
 
 def _search(model, inputs, soft, noises, epsilon, steps):
@@ -126,31 +138,46 @@ def _search(model, inputs, soft, noises, epsilon, steps):
     return torch.chunk(noise, m)
 
 
-def ours(model, data, config, device, amp=None, fast=False):
+def ours(model, data, config, device, options=None):
+    """One epoch over ``data`` with :func:`catrs_plugin.training.train`; the mean loss."""
     from catrs_plugin.registry import get_registry
     from catrs_plugin.training import TensorData, TrainConfig, train
 
     method = get_registry().method("catrs")
     hyperparameters = method.hyperparameters(num_noise_vec=config["m"], num_steps=config["t"],
                                              epsilon=config["epsilon"], lbd=config["lbd"])
-    settings = TrainConfig(epochs=1, batch_size=config["batch"], progress=False, amp=amp, channels_last=fast)
+    settings = replace(TrainConfig(epochs=1, batch_size=config["batch"], progress=False), **(options or {}))
     return train(model, method, hyperparameters, config["sigma"], TensorData(*data), settings)[-1]["loss"]
+
+
+def contender_options(contender, config, device):
+    """The ``TrainConfig`` settings of one of our contenders."""
+    from catrs_plugin.fast_training import fast_config
+    from catrs_plugin.training import TrainConfig
+
+    if contender == "ours-fast":
+        fast = fast_config(TrainConfig(), device)
+        return {"amp": config["amp"], "channels_last": True, "fused": fast.fused, "compile": fast.compile}
+    if contender == "ours-amp":
+        return {"amp": config["amp"], "channels_last": True}
+    return {}
 
 
 def measure(config, contender):
     torch.set_num_threads(config["threads"] or torch.get_num_threads())
     device = torch.device(config["device"])
     model = make_model(config["model"], device)
-    run = {"reference": reference_style, "ours": ours,
-           "ours-fast": lambda *a: ours(*a, amp=config["amp"], fast=True)}[contender]
+    options = contender_options(contender, config, device)
+    run = reference_style if contender == "reference" else lambda *a: ours(*a, options=options)
     warm = make_data(config["batch"])
-    run(model, warm, config, device)
+    _, warm_seconds, _ = timed(device, lambda: run(model, warm, config, device))
     data = make_data(config["batch"] * config["batches"])
-    _, seconds, memory = timed(device, lambda: run(model, data, config, device))
-    return {"seconds_per_batch": seconds / config["batches"], "memory_mib": memory, "device": describe_device(device)}
+    loss, seconds, memory = timed(device, lambda: run(model, data, config, device))
+    return {"seconds_per_batch": seconds / config["batches"], "memory_mib": memory, "device": describe_device(device),
+            "warm_up_seconds": warm_seconds, "loss": loss}
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--model", default="cifar_resnet20",
@@ -163,37 +190,58 @@ def main(argv=None):
     parser.add_argument("--epsilon", type=float, default=1.0, help="search radius (default: 1.0)")
     parser.add_argument("--lbd", type=float, default=0.5, help="lambda (default: 0.5)")
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: 0.25)")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default="bf16", help="precision of ours-fast (default: bf16)")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default="bf16",
+                        help="precision of ours-amp and ours-fast (default: bf16)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop (default: 0)")
-    parser.add_argument("--contenders", nargs="+", choices=("reference", "ours", "ours-fast"),
-                        default=["reference", "ours", "ours-fast"], help="what to time (default: all)")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
+                        help="what to time (default: all)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds over all contenders, each run in a fresh process; a contender's fastest "
                              "round counts (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.batch % args.m:
         parser.error("--batch must be a multiple of --m (each loader batch is split into M steps)")
-    config = {**vars(args), "device": str(resolve_device(args.device))}
+    report(run(vars(args)), vars(args))
+
+
+def run(options):
+    """Measure every contender (see the module docstring); ``options`` as parsed by :func:`main`."""
+    config = {**options, "device": str(resolve_device(options["device"]))}
     results = {}
-    for round_ in range(args.repeats):
-        for contender in args.contenders:
+    for round_ in range(config["repeats"]):
+        for contender in config["contenders"]:
             print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
             figures = isolated(measure, config, contender)
             if contender not in results or figures["seconds_per_batch"] < results[contender]["seconds_per_batch"]:
                 results[contender] = figures
-    batches_per_epoch = -(-args.epoch_examples // args.batch)
+    return results
+
+
+def seconds_per_epoch(figures, config):
+    """Extrapolated seconds of an epoch of ``epoch_examples`` examples."""
+    return figures["seconds_per_batch"] * -(-config["epoch_examples"] // config["batch"])
+
+
+def report(results, config):
     first = next(iter(results.values()))
     print(f"device: {first['device']}")
-    print(f"model: {args.model}; batch {args.batch} (M={args.m} steps of {args.batch // args.m}), T={args.t}; "
-          f"{args.batches} loader batches timed, epoch of {args.epoch_examples} examples extrapolated")
+    print(f"model: {config['model']}; batch {config['batch']} (M={config['m']} steps of "
+          f"{config['batch'] // config['m']}), T={config['t']}; {config['batches']} loader batches timed, "
+          f"epoch of {config['epoch_examples']} examples extrapolated")
     reference = results.get("reference")
     print(f"{'contender':<11}{'s/batch':>10}{'examples/s':>12}{'s/epoch (extrapolated)':>24}{'peak MiB':>10}"
-          f"{'speed-up vs reference':>23}")
+          f"{'speed-up vs reference':>23}{'mean loss':>11}{'warm-up s':>11}")
     for name, figures in results.items():
         speedup = f"{reference['seconds_per_batch'] / figures['seconds_per_batch']:.2f}x" if reference else "n/a"
-        print(f"{name:<11}{figures['seconds_per_batch']:>10.3f}{args.batch / figures['seconds_per_batch']:>12.1f}"
-              f"{figures['seconds_per_batch'] * batches_per_epoch:>24.0f}{figures['memory_mib']:>10.0f}{speedup:>23}")
+        print(f"{name:<11}{figures['seconds_per_batch']:>10.3f}{config['batch'] / figures['seconds_per_batch']:>12.1f}"
+              f"{seconds_per_epoch(figures, config):>24.0f}{figures['memory_mib']:>10.0f}{speedup:>23}"
+              f"{figures['loss']:>11.4f}{figures['warm_up_seconds']:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 The core depends on torch, numpy, scipy and pluggy; the ART, timm and data-set glue lives in
 ``catrs_adapters``. ``from catrs_plugin import CATRSTrainer, PyTorchCATRS`` re-exports the ART
-classes lazily, so importing the core does not import ART.
+classes lazily, so importing the core does not import ART. It is the import that works however
+the package was installed: ``from art.defences.trainer import CATRSTrainer`` relies on the
+start-up hook of :mod:`catrs_adapters.hook`, which ``pip install --target`` plus ``PYTHONPATH``
+does not run.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ setting are recorded next to it (:mod:`catrs_plugin.provenance`) and must match.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Mapping, Sequence
@@ -55,8 +56,9 @@ def certify_to_file(
     n0: int = 100,
     n: int = 100_000,
     alpha: float = 0.001,
-    batch_size: int | str = 1000,
+    batch_size: int | str | None = None,
     seed: int = 0,
+    fast: bool = False,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     compile_mode: str | None = None,
@@ -83,8 +85,10 @@ def certify_to_file(
         Data-set indices to certify (default: all).
     n0, n, alpha
         As in :meth:`Smooth.certify`.
-    batch_size, seed, autocast_dtype, channels_last, compile_mode
-        As in :class:`Smooth` (``batch_size="auto"`` sizes batches from free GPU memory).
+    batch_size, seed, fast, autocast_dtype, channels_last, compile_mode
+        As in :class:`Smooth`: ``batch_size="auto"`` sizes batches from free GPU memory;
+        ``fast=True`` is the fast path (bfloat16, folded batch norm, ``torch.compile``, CUDA
+        graphs), compiled once per model and input shape for all calls of a process.
     resume : bool
         Continue an existing file instead of overwriting it; the file must have been produced
         by the same model, data, indices and settings.
@@ -107,10 +111,9 @@ def certify_to_file(
     """
     n0, n = check_positive_int(n0, "N0"), check_positive_int(n, "N")
     alpha = check_alpha(alpha)
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
-                    channels_last=channels_last, compile_mode=compile_mode)
-    record = {"command": "certify", "N0": n0, **_settings(smooth, compile_mode, x, y, indices, n, alpha),
-              **(settings or {})}
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
+                    autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
+    record = {"command": "certify", "N0": n0, **_settings(smooth, x, y, indices, n, alpha), **(settings or {})}
     return _run(
         smooth, x, y, outfile, indices, CERTIFY_HEADER, n0 + n, resume, progress, record,
         lambda batch, keys: smooth.certify(batch, n0, n, alpha, indices=keys),
@@ -129,8 +132,9 @@ def predict_to_file(
     *,
     n: int = 100_000,
     alpha: float = 0.001,
-    batch_size: int | str = 1000,
+    batch_size: int | str | None = None,
     seed: int = 0,
+    fast: bool = False,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     compile_mode: str | None = None,
@@ -140,13 +144,14 @@ def predict_to_file(
 ) -> int:
     """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``.
 
-    Arguments, resuming and the record of settings are as for :func:`certify_to_file`.
+    The arguments, resuming and the record of settings are those of :func:`certify_to_file` (``n`` is
+    PREDICT's sample count).
     """
     n = check_positive_int(n, "N")
     alpha = check_alpha(alpha)
-    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
-                    channels_last=channels_last, compile_mode=compile_mode)
-    record = {"command": "predict", **_settings(smooth, compile_mode, x, y, indices, n, alpha), **(settings or {})}
+    smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
+                    autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
+    record = {"command": "predict", **_settings(smooth, x, y, indices, n, alpha), **(settings or {})}
     return _run(
         smooth, x, y, outfile, indices, PREDICT_HEADER, n, resume, progress, record,
         lambda batch, keys: (smooth.predict(batch, n, alpha, indices=keys),),
@@ -154,15 +159,19 @@ def predict_to_file(
     )
 
 
-def _settings(smooth: Smooth, compile_mode, x, y, indices, n: int, alpha: float) -> dict[str, Any]:
+def _settings(smooth: Smooth, x, y, indices, n: int, alpha: float) -> dict[str, Any]:
     """What decides the rows of a result file (the record :class:`ResultWriter` checks), apart from ``N0``.
 
-    ``precision`` names every option that may round differently from the fp32 computation
-    (autocast, ``channels_last``, ``torch.compile``); the batch size changes no number.
+    ``precision`` names the inference recipe wherever it may round differently from the plain fp32
+    computation (autocast, ``channels_last``, folded batch norm, ``torch.compile``, the fast
+    path); the batch size changes no number.
     """
     x, y, selected = _selection(x, y, indices)
-    precision = [provenance.precision_name(smooth.autocast_dtype)]
-    precision += ["channels_last"] * smooth.channels_last + [f"compile {compile_mode}"] * (compile_mode is not None)
+    recipe = smooth.recipe
+    precision = [provenance.precision_name(recipe.autocast_dtype)] + [
+        f"{field.name}={getattr(recipe, field.name)}" for field in dataclasses.fields(recipe)
+        if field.name != "autocast_dtype" and getattr(recipe, field.name) != field.default
+    ]
     return {"model": provenance.weights_digest(smooth.base_classifier), "data": provenance.data_identity(x, y),
             "indices": provenance.indices_record(selected), "sigma": smooth.sigma, "N": n, "alpha": alpha,
             "seed": smooth.seed, "precision": ", ".join(precision)}

@@ -139,7 +139,9 @@ def load_checkpoint(
     path : str or os.PathLike
         Our checkpoint or one written by the reference training scripts.
     map_location : str or torch.device
-        Device of the returned model.
+        Device of the returned model: the CPU by default, as with ``torch.load`` and
+        ``timm.create_model``; a model is never moved to a GPU unless asked (e.g.
+        ``map_location="cuda"``).
     dataset : str, optional
         Dataset for checkpoints that name none (the reference code's, whose ``certify.py``
         takes it on the command line too); default: :data:`REFERENCE_DATASETS` of the ``arch``.

@@ -192,6 +192,7 @@ def run_comparison(
     attack_eps: Sequence[float] = (),
     progress: bool = False,
     log: Callable[[str], None] = print,
+    fast: bool = False,
 ) -> Comparison:
     """Train, certify (and optionally attack) every method under identical settings; write the summary.
 
@@ -221,6 +222,8 @@ def run_comparison(
     certify_batch : int or "auto", optional
         Noisy samples per forward pass in certification (results do not depend on it);
         default: ``"auto"`` on CUDA, :data:`CPU_CERTIFY_BATCH` on the CPU.
+    fast : bool
+        Certify on the fast path of :class:`~catrs_plugin.smoothing.Smooth` (``fast=True``).
     attack_eps : sequence of float
         L2 radii of ART's PGD attack on the smoothed classifier; the empirical accuracy of each
         method's smoothed classifier (PREDICT on the adversarial example) is reported per radius.
@@ -259,7 +262,7 @@ def run_comparison(
     log(f"{dataset}: {len(x_train)} training examples, {len(indices)} certified; sigma={sigma}, preset {preset}, "
         f"{budget.epochs} epochs, N0={budget.n0} N={budget.n} alpha={budget.alpha}, device {device}")
     context = _Context(registry, spec, arch, budget, seed, device, progress, log, x_train, y_train, x_test, y_test,
-                       indices, certify_batch)
+                       indices, certify_batch, fast)
 
     comparison = Comparison(out / f"noise_{sigma}", radii=[])
     soft = None
@@ -304,6 +307,7 @@ class _Context:
     y_test: np.ndarray
     indices: np.ndarray
     certify_batch: int | str
+    fast: bool = False
 
 
 def evaluate_method(
@@ -319,7 +323,7 @@ def evaluate_method(
     log(f"[certify] {method.name}: {len(context.indices)} examples")
     rows = certify_to_file(model, spec.num_classes, sigma, context.x_test, context.y_test, tsv, context.indices,
                            n0=budget.n0, n=budget.n, alpha=budget.alpha, batch_size=context.certify_batch,
-                           seed=context.seed, progress=context.progress)
+                           seed=context.seed, fast=context.fast, progress=context.progress)
     outcome = MethodOutcome(method.name, {
         "method": method.name,
         "paper": method.paper,

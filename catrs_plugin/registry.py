@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata
 import warnings
@@ -18,14 +19,21 @@ from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
 
 ENTRY_POINT_GROUP = "catrs"
 
-#: The registration hooks of :mod:`catrs_plugin.hookspecs`, called in this order, and the
-#: :class:`Registry` table each fills.
-HOOKS = {
-    "catrs_register_methods": "methods",
-    "catrs_register_models": "models",
-    "catrs_register_datasets": "datasets",
-    "catrs_register_attacks": "attacks",
+#: Our own distribution: its entry points (the built-ins) register before any other plugin's.
+DISTRIBUTION = "catrs-plugin"
+
+#: The registration hooks of :mod:`catrs_plugin.hookspecs`, in the order they are called, with the
+#: :class:`Registry` table each fills and the type of what it must return.
+HOOKS: dict[str, tuple[str, type]] = {
+    "catrs_register_methods": ("methods", Method),
+    "catrs_register_models": ("models", ModelSpec),
+    "catrs_register_datasets": ("datasets", DatasetSpec),
+    "catrs_register_attacks": ("attacks", AttackSpec),
 }
+
+
+class PluginError(Exception):
+    """A plugin that cannot be used as it is (unknown hook, a name already taken, a wrong return type)."""
 
 
 @dataclass
@@ -37,15 +45,20 @@ class Registry:
     methods, models, datasets, attacks : dict
         Name to :class:`~catrs_plugin.methods.Method`, :class:`~catrs_plugin.specs.ModelSpec`,
         :class:`~catrs_plugin.specs.DatasetSpec`, :class:`~catrs_plugin.specs.AttackSpec`.
+    plugins : dict
+        Name to entry point (``"module"`` or ``"module:object"``) of every plugin that registered.
     failures : dict
-        Plugin name to the error that kept it from loading; the others load regardless.
+        Plugin name to the reason it was skipped, with its entry point; the others load regardless.
+        (A second entry point with a name already taken is keyed by ``"name = value"``.)
     """
 
     methods: dict[str, Method] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     attacks: dict[str, AttackSpec] = field(default_factory=dict)
+    plugins: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    _owners: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     def method(self, name: str) -> Method:
         """The method called ``name``; an unknown name lists the valid ones."""
@@ -69,10 +82,31 @@ class Registry:
         net = self.model(arch).factory(num_classes=data.num_classes, in_chans=data.input_shape[0], **kwargs)
         return nn.Sequential(NormalizeLayer(data.mean, data.std), net)
 
-    def add(self, plugin: str, hook: str, items: list) -> None:
-        target = getattr(self, HOOKS[hook])
-        for item in items or []:
-            target[item.name] = item
+    def add_plugin(self, plugin: str, entry_point: str, items: dict[str, list]) -> None:
+        """Add one plugin's registrations (table name to items) all together, or none of them.
+
+        Raises
+        ------
+        PluginError
+            If a name is already registered in the same table (by an earlier plugin, or twice
+            by this one); the message names both plugins and their entry points.
+        """
+        seen: set[tuple[str, str]] = set()
+        for table, registered in items.items():
+            for item in registered:
+                key = (table, item.name)
+                if key in self._owners or key in seen:
+                    owner = self._owners.get(key, plugin)
+                    raise PluginError(
+                        f"registers {table[:-1]} {item.name!r}, which plugin {owner!r} "
+                        f"({self.plugins.get(owner, entry_point)}) already registered; rename it"
+                    )
+                seen.add(key)
+        for table, registered in items.items():
+            for item in registered:
+                getattr(self, table)[item.name] = item
+                self._owners[(table, item.name)] = plugin
+        self.plugins[plugin] = entry_point
 
 
 def _lookup(table: dict, name: str, what: str):
@@ -81,48 +115,111 @@ def _lookup(table: dict, name: str, what: str):
     return table[name]
 
 
-def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str]]:
-    """A plugin manager with every ``catrs`` entry point that loads; failures by plugin name."""
+def _skip(failures: dict[str, str], name: str, entry_point: str, reason: str) -> None:
+    """Record and warn that plugin ``name`` (entry point ``entry_point``) is skipped."""
+    failures[name] = f"{reason} [entry point {name} = {entry_point}]"
+    warnings.warn(
+        f"catrs plugin {name!r} (entry point {name} = {entry_point}) failed to load and is skipped: {reason}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _ours_first(entry_point: importlib.metadata.EntryPoint) -> bool:
+    dist = getattr(entry_point, "dist", None)
+    return dist is None or dist.metadata["Name"].lower().replace("_", "-") != DISTRIBUTION
+
+
+def _unknown_hooks(manager: pluggy.PluginManager, plugin: object) -> str:
+    """Explain the hook implementations of ``plugin`` that match no hook specification."""
+    unknown = sorted(caller.name for caller in manager.get_hookcallers(plugin) or () if not caller.has_spec())
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, HOOKS, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown hook {', '.join(hints)}; the hooks are {', '.join(HOOKS)}"
+
+
+def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
+    """A plugin manager with every ``catrs`` entry point that loads and passes pluggy's checks.
+
+    Our own entry points come first. A plugin whose module does not import, that implements a
+    hook :mod:`catrs_plugin.hookspecs` does not specify (a misspelt name; pluggy's
+    ``check_pending``), or whose name another entry point already uses, is skipped with a
+    ``RuntimeWarning`` naming the plugin and its entry point.
+
+    Returns
+    -------
+    manager : pluggy.PluginManager
+    plugins : dict
+        Plugin name to entry point value, in registration order.
+    failures : dict
+        Plugin name (the entry point, where a second one uses a taken name) to why it was skipped.
+    """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    plugins: dict[str, str] = {}
     failures: dict[str, str] = {}
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if manager.get_plugin(entry_point.name) is not None:
+    seen: dict[str, str] = {}
+    for entry_point in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ours_first):
+        name, value = entry_point.name, entry_point.value
+        if name in seen:
+            if seen[name] != value:  # the same entry point twice on sys.path is harmless
+                failures[f"{name} = {value}"] = f"the plugin name {name!r} is taken by entry point {name} = {seen[name]}"
+                warnings.warn(f"catrs entry point {name} = {value} is skipped: the plugin name {name!r} is taken by "
+                              f"entry point {name} = {seen[name]}; rename one of them", RuntimeWarning, stacklevel=2)
+            continue
+        seen[name] = value
+        try:
+            plugin = entry_point.load()
+            manager.register(plugin, name=name)
+        except Exception as error:  # a broken third-party plugin must not break the others
+            _skip(failures, name, value, f"{type(error).__name__}: {error}")
             continue
         try:
-            manager.register(entry_point.load(), name=entry_point.name)
-        except Exception as error:  # a broken third-party plugin must not break the others
-            failures[entry_point.name] = f"{type(error).__name__}: {error}"
-            warnings.warn(
-                f"catrs plugin {entry_point.name!r} ({entry_point.value}) failed to load and is skipped: "
-                f"{type(error).__name__}: {error}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    return manager, failures
+            manager.check_pending()
+        except pluggy.PluginValidationError:
+            reason = _unknown_hooks(manager, plugin)
+            manager.unregister(name=name)
+            _skip(failures, name, value, reason)
+            continue
+        plugins[name] = value
+    return manager, plugins, failures
+
+
+def _registrations(manager: pluggy.PluginManager, plugin: object) -> dict[str, list]:
+    """Call each registration hook of one plugin; table name to the items it returned, type-checked."""
+    items: dict[str, list] = {}
+    for hook, (table, kind) in HOOKS.items():
+        for implementation in getattr(manager.hook, hook).get_hookimpls():
+            if implementation.plugin is not plugin:
+                continue
+            try:
+                returned = list(implementation.function() or [])
+            except Exception as error:
+                raise PluginError(f"{hook} raised {type(error).__name__}: {error}") from error
+            wrong = [item for item in returned if not isinstance(item, kind)]
+            if wrong:
+                raise PluginError(f"{hook} returned {wrong[0]!r}, not a {kind.__module__}.{kind.__qualname__}")
+            items.setdefault(table, []).extend(returned)
+    return items
 
 
 def load_registry() -> Registry:
     """Collect a fresh :class:`Registry` from the installed plugins.
 
-    Each plugin's hooks are called one by one, so a plugin whose hook raises is reported in
-    ``failures`` (and warned about) while every other plugin still registers.
+    Plugins register one at a time, all of their hooks together: a plugin whose hook raises,
+    returns something of the wrong type, or registers a name that is already taken (a built-in's
+    or an earlier plugin's) is skipped as a whole, recorded in ``failures`` and warned about,
+    and every other plugin still registers.
     """
-    manager, failures = plugin_manager()
+    manager, entry_points, failures = plugin_manager()
     registry = Registry(failures=failures)
-    for hook in HOOKS:
-        caller = getattr(manager.hook, hook)
-        for implementation in reversed(caller.get_hookimpls()):
-            try:
-                registry.add(implementation.plugin_name, hook, implementation.function())
-            except Exception as error:
-                registry.failures[implementation.plugin_name] = f"{type(error).__name__}: {error}"
-                warnings.warn(
-                    f"catrs plugin {implementation.plugin_name!r} failed in {hook} and is skipped: "
-                    f"{type(error).__name__}: {error}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+    for name, value in entry_points.items():
+        try:
+            registry.add_plugin(name, value, _registrations(manager, manager.get_plugin(name)))
+        except PluginError as error:
+            _skip(registry.failures, name, value, str(error))
     return registry
 
 

@@ -13,9 +13,13 @@ leave every decision rule intact:
   order in which examples are processed. Any subset of a data set certifies to exactly the
   numbers the full run gives for those examples.
 
-Options that trade exactness for speed (``autocast_dtype``, ``channels_last``,
-``compile_mode``) are off by default; with them off, the counts equal those of a
-straightforward per-example, per-block loop over the same noise stream.
+Options that trade exactness for speed are off by default; with them off, the counts equal
+those of a straightforward per-example, per-block loop over the same noise stream. ``fast=True``
+turns on all of them at once (bfloat16 autocast, ``channels_last``, batch norm folded into the
+convolutions, ``torch.compile`` with Inductor's freezing, CUDA graphs on CUDA, the largest batch
+that fits; see :mod:`catrs_plugin.fast_inference`); ``autocast_dtype``, ``channels_last`` and
+``compile_mode`` turn on single pieces. The noise never changes, only the rounding of the
+forward pass.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from catrs_plugin.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
 from catrs_plugin.stats import certified_radius, lower_confidence_bound, top_two_pvalue
 from catrs_plugin.validation import (
     check_alpha,
@@ -42,12 +47,16 @@ SELECTION, ESTIMATION, PREDICTION, SOFT_LABELS = 0, 1, 2, 3
 #: Samples drawn per generator call. Fixing it makes the stream independent of the batch size.
 NOISE_BLOCK = 100
 
+#: Samples per forward pass when ``batch_size`` is not given and ``fast`` is off.
+DEFAULT_BATCH = 1000
+
 #: ``batch_size="auto"`` off CUDA: large enough to amortise per-batch overhead on a CPU.
 CPU_AUTO_BATCH = 1000
 
-#: ``batch_size="auto"`` on CUDA: share of the free memory the batch may take, and bounds.
+#: ``batch_size="auto"`` on CUDA: share of the free memory the batch may take, and bounds in
+#: whole :data:`NOISE_BLOCK` blocks, so that every choice is a multiple of the block.
 AUTO_MEMORY_FRACTION = 0.5
-AUTO_BATCH_LIMITS = (NOISE_BLOCK, 16_384)
+AUTO_BATCH_BLOCKS = (1, 160)
 
 #: Samples in the forward pass that measures per-sample memory for ``batch_size="auto"``.
 AUTO_PROBE = 256
@@ -57,6 +66,15 @@ def derive_seed(*keys: int) -> int:
     """Mix integer keys (e.g. ``seed, index, phase``) into one 63-bit generator seed."""
     words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
     return ((int(words[0]) << 32) | int(words[1])) & (2**63 - 1)
+
+
+def auto_batch_size(per_sample_bytes: float, free_bytes: float) -> int:
+    """The batch ``batch_size="auto"`` picks on CUDA: as many samples as fit in
+    :data:`AUTO_MEMORY_FRACTION` of ``free_bytes`` at ``per_sample_bytes`` each, in whole
+    :data:`NOISE_BLOCK` blocks, at least :data:`AUTO_BATCH_BLOCKS` ``[0]`` and at most ``[1]`` blocks."""
+    blocks = int(free_bytes * AUTO_MEMORY_FRACTION / max(per_sample_bytes, 1.0)) // NOISE_BLOCK
+    low, high = AUTO_BATCH_BLOCKS
+    return min(max(blocks, low), high) * NOISE_BLOCK
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -79,27 +97,38 @@ class Smooth:
         Number of classes.
     sigma : float
         Noise level, the standard deviation of the Gaussian noise (> 0).
-    batch_size : int or "auto"
+    batch_size : int or "auto", optional
         Noisy samples per forward pass; samples of several inputs share a batch. ``"auto"``
         sizes the batch from the free GPU memory (a probe forward measures the memory one
-        sample takes) and uses :data:`CPU_AUTO_BATCH` on other devices. Results do not
+        sample takes; see :func:`auto_batch_size`) and uses :data:`CPU_AUTO_BATCH` on other
+        devices. Default: :data:`DEFAULT_BATCH`, or ``"auto"`` with ``fast``. Results do not
         depend on it. On the GPU an out-of-memory error halves the forward batch and retries
         the same samples, so a long run slows down instead of failing.
     seed : int
         Seed of every noise stream; the same seed gives the same counts.
     input_shape : sequence of int, optional
         Shape of one input (e.g. ``(3, 32, 32)``); inputs of another shape are rejected.
+    fast : bool
+        The fast path: a copy of the model with batch norm folded into the convolutions, in
+        ``channels_last``, under bfloat16 autocast (or ``autocast_dtype``), compiled with
+        ``torch.compile`` and Inductor's freezing, with CUDA graphs on CUDA; batch
+        ``"auto"`` unless ``batch_size`` is given. Compilation happens once per model, input
+        shape and process (its time is logged); see :mod:`catrs_plugin.fast_inference`. The
+        noise is the same as on the exact path, but the forward pass rounds differently, so a
+        few noisy samples may change class and radii move slightly (docs/benchmarks.rst
+        gives measured agreement). Off by default.
     autocast_dtype : torch.dtype, optional
         Run the base classifier under ``torch.autocast`` with this dtype (``torch.bfloat16`` or
         ``torch.float16``). Off by default: results then equal the fp32 computation exactly.
     channels_last : bool
-        Convert the model (in place) and each 4-d batch to the ``channels_last`` memory format,
-        which speeds up convolutions on recent GPUs, above all under autocast. The noise is
-        unchanged, but convolution kernels may round differently. Off by default.
+        Forward a copy of the model, and each 4-d batch, in the ``channels_last`` memory
+        format, which speeds up convolutions on recent GPUs, above all under autocast. The
+        noise is unchanged, but convolution kernels may round differently. Off by default.
     compile_mode : str, optional
-        Run the base classifier through ``torch.compile`` with this mode (``"default"``,
-        ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``). Pays off for long runs
-        on the GPU; fused kernels may round differently. Off by default.
+        Forward a copy of the model through ``torch.compile`` with this mode (``"default"``,
+        ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``), compiled once per model
+        and input shape. Fused kernels may round differently. Off by default; not together
+        with ``fast``, which compiles in its own way.
     progress : bool
         Show a progress bar over the noisy samples.
     """
@@ -112,9 +141,10 @@ class Smooth:
         num_classes: int,
         sigma: float,
         *,
-        batch_size: int | str = 1000,
+        batch_size: int | str | None = None,
         seed: int = 0,
         input_shape: Sequence[int] | None = None,
+        fast: bool = False,
         autocast_dtype: torch.dtype | None = None,
         channels_last: bool = False,
         compile_mode: str | None = None,
@@ -123,6 +153,8 @@ class Smooth:
         self.base_classifier = base_classifier
         self.num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
         self.sigma = check_sigma(sigma)
+        if batch_size is None:
+            batch_size = "auto" if fast else DEFAULT_BATCH
         if batch_size != "auto":
             batch_size = check_positive_int(batch_size, "batch_size")
         self.batch_size: int | str = batch_size
@@ -130,15 +162,25 @@ class Smooth:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         if autocast_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
-        self.autocast_dtype = autocast_dtype
-        self.channels_last = bool(channels_last)
+        if fast and compile_mode is not None:
+            raise ValueError(f"pass either fast=True or compile_mode, not both (got compile_mode={compile_mode!r})")
+        self.fast = bool(fast)
         self.progress = progress
         self.device = model_device(base_classifier)
-        if self.channels_last:
-            base_classifier.to(memory_format=torch.channels_last)
-        self._forward = base_classifier if compile_mode is None else torch.compile(base_classifier, mode=compile_mode)
+        self.recipe = (
+            fast_recipe(self.device, autocast_dtype)
+            if fast
+            else Recipe(autocast_dtype=autocast_dtype, channels_last=bool(channels_last), compile_mode=compile_mode)
+        )
+        self._forward = prepare_forward(base_classifier, self.recipe, self.device)
         self._resolved_batch: int | None = batch_size if isinstance(batch_size, int) else None
         self._forward_limit: int | None = None
+
+    @property
+    def compile_seconds(self) -> dict[tuple[int, ...], float]:
+        """Seconds each input shape's compilation took (with its first forward pass), for compiled
+        paths; shared by every ``Smooth`` of the same model and recipe. Empty when nothing is compiled."""
+        return self._forward.compile_seconds if isinstance(self._forward, CompiledForward) else {}
 
     def certify(
         self,
@@ -275,19 +317,22 @@ class Smooth:
         """The batch size in samples: ``batch_size`` itself, or what ``"auto"`` picks for this input shape.
 
         On CUDA, ``"auto"`` measures the memory of one forward pass of :data:`AUTO_PROBE` samples
-        and takes as many samples as fit in :data:`AUTO_MEMORY_FRACTION` of the free memory,
-        rounded down to a multiple of :data:`NOISE_BLOCK` within :data:`AUTO_BATCH_LIMITS`.
+        and takes as many samples as fit in :data:`AUTO_MEMORY_FRACTION` of the free memory, in
+        whole :data:`NOISE_BLOCK` blocks within :data:`AUTO_BATCH_BLOCKS` (:func:`auto_batch_size`).
         The choice is made once and kept.
         """
         if self._resolved_batch is None:
             self._resolved_batch = (
-                self._measure_batch_size(input_shape) if self.device.type == "cuda" else CPU_AUTO_BATCH
+                auto_batch_size(*self._memory_probe(input_shape)) if self.device.type == "cuda" else CPU_AUTO_BATCH
             )
         return self._resolved_batch
 
-    def _measure_batch_size(self, input_shape: tuple[int, ...]) -> int:
+    def _memory_probe(self, input_shape: tuple[int, ...]) -> tuple[float, int]:
+        """``(bytes per sample, free bytes)``: the peak memory of an uncompiled forward pass of
+        :data:`AUTO_PROBE` samples, and the device's free memory."""
         device = self.device
         model = self.base_classifier
+        forward = self._forward.eager if isinstance(self._forward, CompiledForward) else self._forward
         was_training = model.training
         model.eval()
         torch.cuda.synchronize(device)
@@ -295,23 +340,31 @@ class Smooth:
         torch.cuda.reset_peak_memory_stats(device)
         try:
             with torch.inference_mode():
-                self._classify(torch.zeros((AUTO_PROBE, *input_shape), device=device))
+                forward(torch.zeros((AUTO_PROBE, *input_shape), device=device))
         finally:
             model.train(was_training)
         per_sample = (torch.cuda.max_memory_allocated(device) - before) / AUTO_PROBE
         free, _ = torch.cuda.mem_get_info(device)
-        fitting = int(free * AUTO_MEMORY_FRACTION / max(per_sample, 1.0))
-        low, high = AUTO_BATCH_LIMITS
-        return max(low, min(high, fitting // NOISE_BLOCK * NOISE_BLOCK))
+        return per_sample, free
 
     def _classify(self, batch: torch.Tensor) -> torch.Tensor:
-        """Top class of each sample, forwarding in pieces no larger than the out-of-memory limit."""
+        """Top class of each sample, forwarding in pieces no larger than the out-of-memory limit.
+
+        A compiled forward pass gets a fixed set of batch sizes: a piece smaller than the full
+        batch is padded with zeros (see :func:`~catrs_plugin.fast_inference.padded_size`), whose
+        predictions are dropped.
+        """
         top = torch.empty(len(batch), dtype=torch.long, device=batch.device)
+        static = isinstance(self._forward, CompiledForward)
+        full = self._forward_limit or self._resolved_batch or len(batch)
         start = 0
         while start < len(batch):
             stop = min(len(batch), start + (self._forward_limit or len(batch)))
+            piece = batch[start:stop]
+            if static and (size := padded_size(len(piece), full)) > len(piece):
+                piece = torch.cat([piece, piece.new_zeros((size - len(piece), *piece.shape[1:]))])
             try:
-                top[start:stop] = self._logits(batch[start:stop]).argmax(dim=1)
+                top[start:stop] = self._logits(piece)[: stop - start].argmax(dim=1)
                 start = stop
                 continue
             except torch.OutOfMemoryError:
@@ -320,7 +373,7 @@ class Smooth:
             # Outside the handler: its traceback no longer holds the failed pass's activations.
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            self._forward_limit = (stop - start) // 2
+            self._forward_limit = full = (stop - start) // 2
             warnings.warn(
                 f"out of memory with {stop - start} samples per forward pass; retrying with "
                 f"{self._forward_limit} (results do not change)",
@@ -330,14 +383,7 @@ class Smooth:
         return top
 
     def _logits(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and batch.ndim == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(
-            device_type=self.device.type,
-            dtype=self.autocast_dtype or torch.bfloat16,
-            enabled=self.autocast_dtype is not None,
-        ):
-            logits = self._forward(batch)
+        logits = self._forward(batch)
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"base_classifier returned shape {tuple(logits.shape)}, expected (batch, {self.num_classes}) logits"

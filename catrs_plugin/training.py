@@ -9,10 +9,11 @@ records what produced it (method, hyper-parameters, data, optimisation settings:
 :mod:`catrs_plugin.provenance`) and a run with other settings refuses to resume it.
 
 Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
-autocast with a gradient scaler), the ``channels_last`` memory format, and the fused SGD
-kernel on CUDA. When ``torch.distributed`` is initialised (e.g. under ``torchrun``), the
-model is wrapped in ``DistributedDataParallel`` and every loader batch is split evenly across
-the ranks (see :mod:`catrs_plugin.distributed`).
+autocast with a gradient scaler), the ``channels_last`` memory format, the fused SGD kernel
+on CUDA, and ``torch.compile`` of the model (CUDA graphs in ``"reduce-overhead"`` mode);
+:func:`catrs_plugin.fast_training.fast_config` turns them all on. When ``torch.distributed``
+is initialised (e.g. under ``torchrun``), the model is wrapped in ``DistributedDataParallel``
+and every loader batch is split evenly across the ranks (see :mod:`catrs_plugin.distributed`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 
 from catrs_plugin import provenance
 from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
+from catrs_plugin.fast_training import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.methods.base import Method, TrainBatch
 from catrs_plugin.smoothing import derive_seed, model_device
 from catrs_plugin.validation import check_choice, check_non_negative, check_positive_int, check_sigma
@@ -82,6 +84,10 @@ class TrainConfig:
         convolutions on recent GPUs, above all with ``amp``).
     fused : bool or None
         Use the fused SGD kernel; ``None`` (default) means on CUDA only.
+    compile : str or None
+        Train through ``torch.compile`` of the model in this mode (see
+        :data:`~catrs_plugin.fast_training.COMPILE_MODES`; ``"reduce-overhead"`` records CUDA
+        graphs on CUDA). Off by default.
     """
 
     epochs: int = 150
@@ -98,6 +104,7 @@ class TrainConfig:
     amp: str | None = None
     channels_last: bool = False
     fused: bool | None = None
+    compile: str | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -110,6 +117,8 @@ class TrainConfig:
         check_non_negative(self.gamma, "gamma")
         if self.amp is not None:
             check_choice(self.amp, tuple(AMP_DTYPES), "amp")
+        if self.compile is not None:
+            check_choice(self.compile, COMPILE_MODES, "compile")
 
 
 class TensorData:
@@ -143,7 +152,8 @@ class TensorData:
         the same number of steps) and this rank gets share ``rank``.
         """
         generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
-        order = torch.randperm(len(self.x), generator=generator)
+        # The order lives where the data does, so that no batch waits for an index copy.
+        order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
         for start in range(0, len(order), batch_size):
             take = order[start : start + batch_size]
             if world > 1:
@@ -273,6 +283,7 @@ def train(
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    net = compiled_for_training(net, config.compile)
     if isinstance(data, TensorData) and device.type == "cuda" and _fits_on_device(data, device):
         data = data.to(device)
     history: list[dict[str, float]] = []
@@ -307,6 +318,7 @@ def train(
             for k in range(chunks if size else 0):
                 part = slice(k * size, (k + 1) * size)
                 batch = TrainBatch(x[part], y[part], None if soft is None else soft[part], sigma, generator, epoch)
+                begin_step(config.compile, device)
                 with torch.autocast(device.type, dtype=AMP_DTYPES.get(config.amp, torch.bfloat16),
                                     enabled=config.amp is not None):
                     loss = method.compute_loss(net, batch, hyperparameters)
@@ -368,7 +380,8 @@ def _provenance(
     """What decides the weights of a checkpoint; a run resumes a checkpoint only when they are equal.
 
     ``epochs`` is not part of it (the schedule does not depend on it, so a longer run continues a
-    shorter one), nor are progress bars, ``channels_last`` and the fused kernel.
+    shorter one), nor are progress bars and the fused kernel. The precision options (``amp``,
+    ``channels_last``, ``compile``) are, as they may round differently.
     """
     if not config.checkpoint:
         return {}
@@ -376,7 +389,8 @@ def _provenance(
         identity = provenance.digest(data.x, data.y, data.soft)
     else:
         identity = f"{type(data.loader).__name__} of {len(data.loader) if hasattr(data.loader, '__len__') else '?'} batches"
-    optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop", "amp")
+    optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop", "amp",
+                    "channels_last", "compile")
     return {**dict(checkpoint_fields or {}), "method": method.name, "hyperparameters": dict(hyperparameters),
             "sigma": sigma, "architecture": provenance.architecture_digest(model), "data": identity,
             **{name: getattr(config, name) for name in optimisation}}

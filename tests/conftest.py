@@ -1,12 +1,31 @@
-"""Shared fixtures: the embedded digits data, the published reference results, linear models."""
+"""Shared fixtures: the embedded digits data, the published reference results, linear models.
+
+Threads: every test process (this one and the ``catrs``, ``torchrun`` and interpreter
+subprocesses the tests start, which inherit the environment) runs torch on
+``CATRS_TEST_THREADS`` CPU threads, 1 by default, instead of torch's default of one thread per
+core in every process. The tests' models are tiny (8x8 digits, batches of tens of samples), so
+extra threads only add synchronisation, and processes that run at the same time (a test and
+its subprocesses, two ``torchrun`` ranks) compete for the cores: measured on a 2-core machine,
+four test files took 25 s of CPU time with one thread and 37 s with two, and under a load of 6
+they took 28 s with one thread against 274 s with two (threads spinning at barriers while a
+sibling waits for a core). One thread also makes every process compute bit for bit alike.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-import torch
-from torch import nn
+THREADS = os.environ.setdefault("CATRS_TEST_THREADS", "1")
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_variable, THREADS)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+torch.set_num_threads(int(THREADS))
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "catrs-official-certify"
 
@@ -61,3 +80,19 @@ class LinearTwoClass(nn.Module):
 @pytest.fixture
 def linear_two_class():
     return LinearTwoClass
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "compile: compiles with torch.compile for a minute or more; runs only with CATRS_TEST_COMPILE=1 (tox -e gpu)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CATRS_TEST_COMPILE") == "1":
+        return
+    skip = pytest.mark.skip(reason="a long torch.compile test: set CATRS_TEST_COMPILE=1 (tox -e gpu) to run it")
+    for item in items:
+        if "compile" in item.keywords:
+            item.add_marker(skip)

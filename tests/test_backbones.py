@@ -1,5 +1,6 @@
 """Backbones of the reference code: sizes, parameter names, computation, timm and catrs registries."""
 
+import json
 import subprocess
 import sys
 
@@ -96,25 +97,49 @@ def test_resnet50_has_torchvision_parameter_names():
     assert list(ours.state_dict()) == ["1." + key for key in torchvision.models.resnet50().state_dict()]
 
 
-def test_timm_create_model_after_the_registry_loads_in_a_fresh_interpreter():
-    code = (
-        "import timm\n"
-        "assert not timm.is_model('cifar_resnet110')\n"
-        "from catrs_plugin import get_registry\n"
-        "get_registry()\n"
-        "m = timm.create_model('cifar_resnet110', num_classes=10)\n"
-        "print(type(m).__name__, sum(p.numel() for p in m.parameters()))\n"
-        "print(timm.create_model('lenet', num_classes=10).fc2.out_features)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["CifarResNet", "1730714", "10"]
+TIMM_CHECK = """
+import json, sys
+import timm
+out = {"ours_imported": sorted(m for m in sys.modules if m.startswith("catrs_plugin"))}
+model = timm.create_model("cifar_resnet110", num_classes=10)
+out["cifar_resnet110"] = [type(model).__name__, sum(p.numel() for p in model.parameters())]
+out["configs"] = {}
+from PIL import Image
+for name, mode in (("cifar_resnet20", "RGB"), ("cifar_resnet56", "RGB"), ("cifar_resnet110", "RGB"),
+                   ("cifar_resnet110.cifar100", "RGB"), ("lenet", "L")):
+    model = timm.create_model(name).eval()
+    config = timm.data.resolve_data_config({}, model=model)
+    x = timm.data.create_transform(**config)(Image.new(mode, config["input_size"][:0:-1]))[None]
+    out["configs"][name] = [config, model.pretrained_cfg["num_classes"], list(x.shape[1:]), model(x).shape[1]]
+out["pretrained"] = timm.list_pretrained("cifar_resnet*") + timm.list_pretrained("lenet*")
+print(json.dumps(out))
+"""
+
+
+def test_timm_knows_our_models_right_after_import_timm_with_their_data_configs():
+    """A fresh interpreter that imports nothing of ours: the start-up hook registers the models when timm loads."""
+    result = subprocess.run([sys.executable, "-c", TIMM_CHECK], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["ours_imported"] == []  # registration is cheap: the networks' code loads on create_model
+    assert out["cifar_resnet110"] == ["CifarResNet", 1_730_714]
+    assert out["pretrained"] == []  # no weights are hosted
+    datasets = get_registry().datasets
+    expected = {"cifar_resnet20": "cifar10", "cifar_resnet56": "cifar10", "cifar_resnet110": "cifar10",
+                "cifar_resnet110.cifar100": "cifar100", "lenet": "mnist"}
+    for name, dataset in expected.items():
+        spec = datasets[dataset]
+        config, num_classes, transformed, outputs = out["configs"][name]
+        assert config == {"input_size": list(spec.input_shape), "interpolation": "bilinear", "mean": list(spec.mean),
+                          "std": list(spec.std), "crop_pct": 1.0, "crop_mode": "center"}, name
+        assert transformed == list(spec.input_shape), name  # timm's eval transform keeps the image size
+        assert num_classes == outputs == spec.num_classes, name
 
 
 def test_timm_entry_points_take_timm_arguments_and_refuse_pretrained():
     import timm
 
-    import catrs_adapters.timm_models  # noqa: F401  (registers the backbones)
+    import catrs_adapters  # noqa: F401  (installs the hook where Python did not read our .pth file)
 
     model = timm.create_model("cifar_resnet56", num_classes=100, in_chans=1)
     assert model.conv1.in_channels == 1 and model.fc.out_features == 100

@@ -123,7 +123,8 @@ WORKER = textwrap.dedent(
         config = TrainConfig(epochs=2, batch_size=50, lr=0.1, progress=False, checkpoint=f"{out}/{name}.w{world}.pt")
         history = train(model, method, method.hyperparameters(**hp), 0.25, TensorData(x, y, soft), config)
         torch.save(model.state_dict(), f"{out}/{name}.w{world}.r{rank}.pt")
-        json.dump(history, open(f"{out}/{name}.w{world}.r{rank}.json", "w"))
+        with open(f"{out}/{name}.w{world}.r{rank}.json", "w") as handle:
+            json.dump(history, handle)
     """
 )
 

@@ -6,18 +6,26 @@ blocks of ``NOISE_BLOCK`` samples (a partial last block is sliced from a full on
 block is classified on its own, and the predictions are counted on the host.
 """
 
+import gc
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from catrs_plugin import fast_inference
+from catrs_plugin.backbones.cifar_resnet import cifar_resnet20
+from catrs_plugin.fast_inference import PAD_STEPS, CompiledForward, Recipe, fold_batchnorm, padded_size, prepare_forward
 from catrs_plugin.registry import get_registry
 from catrs_plugin.smoothing import (
+    AUTO_BATCH_BLOCKS,
     CPU_AUTO_BATCH,
     ESTIMATION,
     NOISE_BLOCK,
     SELECTION,
     Smooth,
+    auto_batch_size,
     derive_seed,
 )
 from catrs_plugin.stats import certified_radius, lower_confidence_bound
@@ -131,14 +139,182 @@ def _total_variation(a, b):
 def test_reduced_precision_and_channels_last_stay_close(setup):
     """bf16 autocast and channels_last change rounding, not the noise: counts stay close."""
     model, x, indices, expected = setup
-    copy = get_registry().create_model("digits_cnn", "digits")
-    copy.load_state_dict(model.state_dict())
-    fast = Smooth(copy, CLASSES, SIGMA, batch_size=1000, seed=SEED, channels_last=True, autocast_dtype=torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED, channels_last=True, autocast_dtype=torch.bfloat16)
     counts = fast.sample_counts(x, PLAN, indices)
-    assert copy[1][0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert copy[1][0].weight.dtype == torch.float32
+    assert fast._forward.net[1][0].weight.is_contiguous(memory_format=torch.channels_last)  # the engine's copy
+    assert model[1][0].weight.is_contiguous()  # the caller's model is untouched
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
     assert counts.sum(axis=2).tolist() == [[130, 1234]] * len(x)
     assert _total_variation(counts, expected) < 0.05
+
+
+@pytest.mark.parametrize(
+    "per_sample,free",
+    [(1.0, 80e9), (30.0, 80e9), (3e3, 80e9), (1.7e5, 80e9), (2e7, 80e9), (7e5, 8e9), (1e9, 1e9), (0.0, 0.0)],
+)
+def test_auto_batch_size_is_whole_noise_blocks_within_the_bounds(per_sample, free):
+    """The issue's H100 run picked 16,384 (the old upper bound): any measurement now gives whole blocks."""
+    size = auto_batch_size(per_sample, free)
+    low, high = AUTO_BATCH_BLOCKS
+    assert size % NOISE_BLOCK == 0 and low * NOISE_BLOCK <= size <= high * NOISE_BLOCK
+    fitting = free / 2 / max(per_sample, 1.0)
+    assert size <= max(fitting, low * NOISE_BLOCK)
+    assert size == high * NOISE_BLOCK or size > fitting - NOISE_BLOCK or size == low * NOISE_BLOCK
+
+
+def test_auto_batch_size_on_cuda_uses_the_memory_probe(setup, monkeypatch):
+    """On CUDA, "auto" turns the probe's measurement into whole blocks (the probe faked on the CPU)."""
+    model, x, indices, expected = setup
+    smooth = Smooth(model, CLASSES, SIGMA, batch_size="auto", seed=SEED)
+    monkeypatch.setattr(smooth, "device", torch.device("cuda"))
+    monkeypatch.setattr(smooth, "_memory_probe", lambda shape: (2_000.0, 80e9))  # an H100 and a tiny model
+    assert smooth.resolve_batch_size((1, 8, 8)) == AUTO_BATCH_BLOCKS[1] * NOISE_BLOCK
+    monkeypatch.setattr(smooth, "device", torch.device("cpu"))
+    np.testing.assert_array_equal(smooth.sample_counts(x[:2], PLAN, indices[:2]), expected[:2])
+
+
+def _batch_norm_model():
+    torch.manual_seed(0)
+    net = cifar_resnet20(num_classes=10)
+    generator = torch.Generator().manual_seed(1)
+    for module in net.modules():  # trained-looking statistics, so that a wrong fold shows in the logits
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.2, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0, 0.2, generator=generator)
+    return nn.Sequential(get_registry().create_model("cifar_resnet20", "cifar10")[0], net)
+
+
+def test_fold_batchnorm_computes_the_same_logits_on_a_copy():
+    model = _batch_norm_model().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 21 and model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    x = torch.rand(8, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fold_batchnorm_keeps_shared_and_untraceable_modules():
+    class Shared(nn.Module):  # one batch norm after two convolutions: folding it into one would change the other
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.bn = nn.Conv2d(1, 2, 3), nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return self.bn(self.a(x)) + self.bn(self.b(x))
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x  # data-dependent: torch.fx cannot trace it
+
+    x = torch.rand(2, 1, 6, 6)
+    for model in (Shared(), Untraceable()):
+        model.bn.running_mean.fill_(0.3)
+        folded = fold_batchnorm(model)
+        assert any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        with torch.inference_mode():
+            torch.testing.assert_close(folded(x), model.eval()(x))
+
+
+def test_prepared_copies_are_cached_per_model_and_rebuilt_when_weights_change():
+    cached = len(fast_inference._CACHE)
+    model = _batch_norm_model().eval()
+    recipe = Recipe(channels_last=True, fold_batchnorm=True)
+    first = prepare_forward(model, recipe, torch.device("cpu"))
+    assert prepare_forward(model, recipe, torch.device("cpu")) is first
+    assert prepare_forward(model, Recipe(fold_batchnorm=True), torch.device("cpu")) is not first
+    with torch.no_grad():
+        model[1].fc.bias.add_(1.0)  # an optimizer step or load_state_dict modifies weights in place
+    rebuilt = prepare_forward(model, recipe, torch.device("cpu"))
+    assert rebuilt is not first
+    x = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-4, atol=1e-4)
+    assert prepare_forward(model, Recipe(), torch.device("cpu")) is model  # the exact path: the model itself
+    assert len(fast_inference._CACHE) == cached + 1
+    del model, first, rebuilt
+    gc.collect()
+    assert len(fast_inference._CACHE) == cached  # the copies went with their model
+
+
+def test_padded_sizes_are_few_and_cover_the_batch():
+    for full in (1, 37, 100, 1000, 16_000):
+        sizes = {padded_size(size, full) for size in range(1, full + 1)}
+        assert len(sizes) <= PAD_STEPS and max(sizes) == full
+        assert all(padded_size(size, full) >= size for size in range(1, full + 1))
+
+
+class RecordsShapes(CompiledForward):
+    """A "compiled" forward pass (fixed shapes) that runs the model eagerly and records the batch sizes it sees."""
+
+    def __init__(self, model):
+        self.eager, self.compiled, self.compile_seconds, self.failed, self.sizes = model, self.record, {}, None, []
+        self.name = "recorded"
+
+    def record(self, x):
+        self.sizes.append(len(x))
+        return self.eager(x)
+
+
+def test_fixed_shapes_pad_partial_batches_and_keep_the_counts(setup):
+    model, x, indices, expected = setup
+    smooth = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED)
+    smooth._forward = recorder = RecordsShapes(model)
+    np.testing.assert_array_equal(smooth.sample_counts(x, PLAN, indices), expected)
+    assert set(recorder.sizes) <= {padded_size(size, 1000) for size in range(1, 1001)}
+    assert recorder.sizes[-1] == padded_size(len(x) * 1364 % 1000, 1000) > len(x) * 1364 % 1000
+
+
+def test_failed_compilation_falls_back_to_the_prepared_copy(setup, monkeypatch):
+    model, x, indices, expected = setup
+
+    def broken_compile(module, **options):
+        def run(batch):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    smooth = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED, compile_mode="default")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed.*no C\\+\\+ compiler"):
+        counts = smooth.sample_counts(x, PLAN, indices)
+    np.testing.assert_array_equal(counts, expected)  # the copy without compilation computes exactly the same
+    with pytest.raises(ValueError, match="either fast=True or compile_mode"):
+        Smooth(model, CLASSES, SIGMA, fast=True, compile_mode="default")
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None and not torch.cuda.is_available(),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_fast_path_compiles_once_and_stays_close(setup, caplog):
+    """``fast=True`` on the CPU: one compilation per shape and process, shared by later Smooth objects."""
+    model, x, indices, expected = setup
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = get_registry().create_model("digits_cnn", "digits").to(device).eval()
+    model.load_state_dict(setup[0].state_dict())
+    plan = {SELECTION: 100, ESTIMATION: 900}  # 1000 samples per example: every batch is full, one shape
+    with caplog.at_level("INFO", logger="catrs_plugin.fast_inference"):
+        fast = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED, fast=True)
+        counts = fast.sample_counts(x, plan, indices)
+    assert isinstance(fast._forward, CompiledForward) and fast._forward.failed is None
+    assert list(fast._forward.compile_seconds) == [(1000, 1, 8, 8)]
+    assert "compiled" in caplog.text and "(1000, 1, 8, 8)" in caplog.text
+    again = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED, fast=True)
+    np.testing.assert_array_equal(again.sample_counts(x, plan, indices), counts)  # no recompilation, same numbers
+    assert again._forward is fast._forward and len(fast._forward.compile_seconds) == 1
+    exact = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED).sample_counts(x, plan, indices)
+    assert counts.sum(axis=2).tolist() == [[100, 900]] * len(x)
+    assert _total_variation(counts, exact) < 0.05
+    assert model[1][0].weight.is_contiguous() and isinstance(model[1][0], nn.Conv2d)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -151,3 +327,48 @@ def test_cuda_engine_equals_the_cuda_reference(setup):
     np.testing.assert_array_equal(smooth.sample_counts(x, PLAN, indices), expected)
     size = smooth.resolve_batch_size((1, 8, 8))
     assert size % NOISE_BLOCK == 0 and size >= NOISE_BLOCK
+
+
+# ----------------------------------------------------------------------------- the fast path's one argument
+
+
+def _without_compilation(monkeypatch):
+    """torch.compile as the identity: the plumbing of ``fast`` is checked without paying for Inductor."""
+    monkeypatch.setattr(torch, "compile", lambda module, **options: module)
+
+
+def test_catrs_certify_fast_flag(tmp_path, monkeypatch):
+    from catrs_plugin.cli import main
+    from catrs_plugin.results import read_certify_results
+
+    _without_compilation(monkeypatch)
+    checkpoint = tmp_path / "gaussian.pt"
+    assert main(["train", "--dataset", "digits", "--method", "gaussian", "--sigma", "0.25", "--epochs", "2",
+                 "--batch", "64", "--checkpoint", str(checkpoint), "--quiet", "--device", "cpu"]) == 0
+    command = ["certify", "digits", str(checkpoint), "0.25", None, "--N0", "50", "--N", "500", "--max", "8",
+               "--quiet", "--device", "cpu"]
+    exact, fast = tmp_path / "exact.tsv", tmp_path / "fast.tsv"
+    assert main([*command[:4], str(exact), *command[5:]]) == 0
+    assert main([*command[:4], str(fast), *command[5:], "--fast"]) == 0
+    a, b = read_certify_results(exact), read_certify_results(fast)
+    assert list(a.idx) == list(b.idx) == list(range(8))
+    assert (a.predict == b.predict).mean() >= 0.75 and np.abs(a.radius - b.radius).max() < 0.2
+    assert main([*command[:4], str(tmp_path / "x.tsv"), *command[5:], "--fast", "--compile", "default"]) == 2
+
+
+def test_fast_reaches_compare_and_the_art_estimator(monkeypatch):
+    from catrs_adapters.art.estimator import PyTorchCATRS
+    from catrs_plugin.cli import compare as compare_cli
+    from catrs_plugin.cli import main
+
+    seen = {}
+    monkeypatch.setattr(compare_cli, "run_comparison", lambda *args, **kwargs: seen.update(kwargs) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["compare", "--dataset", "digits", "--methods", "gaussian", "--sigma", "0.25", "--fast"])
+    assert seen["fast"] is True
+    model = get_registry().create_model("digits_cnn", "digits")
+    estimator = PyTorchCATRS(model, nn.CrossEntropyLoss(), (1, 8, 8), 10, device_type="cpu", scale=0.25, fast=True)
+    smooth = estimator.smooth(batch_size=100)
+    assert smooth.fast and smooth.recipe.fold_batchnorm and smooth.recipe.autocast_dtype == torch.bfloat16
+    again = estimator.smooth(batch_size=100)
+    assert again.base_classifier is smooth.base_classifier  # one module per estimator: compiled once, not per call

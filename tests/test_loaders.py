@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import datasets, transforms
 
-from catrs_adapters.data import CORRUPTIONS, load_cifar10, load_cifar10c, load_imagenet, load_mnist, read_corruption
+from catrs_adapters.data import (
+    CORRUPTIONS,
+    load_cifar10,
+    load_cifar10c,
+    load_imagenet,
+    load_mnist,
+    read_cifar10,
+    read_corruption,
+    read_imagenet,
+)
 from catrs_adapters.data.imagenet import ImageFolderArray
 from catrs_plugin.certification import certify_to_file
 from catrs_plugin.registry import get_registry
@@ -36,7 +46,7 @@ def _write_cifar10(root, rng):
 
 def test_cifar10_python_batches(tmp_path):
     images, labels = _write_cifar10(tmp_path, np.random.default_rng(0))
-    x, y = load_cifar10(data_dir=tmp_path)
+    x, y = read_cifar10(data_dir=tmp_path)
     assert x.dtype == np.float32 and x.shape == (3, 3, 32, 32)
     np.testing.assert_allclose(x, images["test_batch"].transpose(0, 3, 1, 2) / 255.0, rtol=0, atol=1e-7)
     assert y.tolist() == labels["test_batch"]
@@ -82,6 +92,31 @@ def _write_cifar10c(root, per_severity, corruptions, rng):
     return labels, images
 
 
+class UncheckedCIFAR10(datasets.CIFAR10):
+    """torchvision's CIFAR-10 reader without its md5 check of the real files (our files are tiny)."""
+
+    def _check_integrity(self):
+        return True
+
+    def _load_meta(self):
+        self.classes = [str(label) for label in range(10)]
+
+
+def test_load_cifar10_is_robustbenchs_drop_in(tmp_path):
+    _, labels = _write_cifar10(tmp_path, np.random.default_rng(0))
+    x, y = load_cifar10(2, data_dir=tmp_path)
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.shape == (2, 3, 32, 32)
+    assert y.dtype == torch.int64 and y.tolist() == labels["test_batch"][:2]
+    reference = UncheckedCIFAR10(str(tmp_path), train=False, transform=transforms.ToTensor())
+    torch.testing.assert_close(x, torch.stack([reference[i][0] for i in range(2)]), rtol=0, atol=0)
+    grey = transforms.Compose([transforms.Grayscale(), transforms.ToTensor()])
+    x_grey, _ = load_cifar10(data_dir=tmp_path, transforms_test=grey)  # applied to PIL images, as torchvision does
+    reference = UncheckedCIFAR10(str(tmp_path), train=False, transform=grey)
+    torch.testing.assert_close(x_grey, torch.stack([reference[i][0] for i in range(3)]), rtol=0, atol=0)
+    assert torch.equal(load_cifar10(data_dir=tmp_path, transforms_test=transforms.ToTensor())[0], load_cifar10(
+        data_dir=tmp_path)[0])  # the vectorised default scales exactly as ToTensor
+
+
 def test_cifar10c_rows_severities_and_robustbench_selection(tmp_path):
     labels, images = _write_cifar10c(tmp_path, 4, ("fog", "snow"), np.random.default_rng(0))
     x, y, rows = read_corruption("fog", tmp_path, severities=(2, 5))
@@ -92,11 +127,17 @@ def test_cifar10c_rows_severities_and_robustbench_selection(tmp_path):
     assert whole_x.shape == (20, 3, 32, 32) and whole_y.tolist() == labels.tolist()
     x, y = load_cifar10c(5, severity=3, data_dir=tmp_path, corruptions=("fog", "snow"))
     expected = np.concatenate([images["fog"][8:11], images["snow"][8:10]])  # ceil(5 / 2) = 3 per corruption
-    np.testing.assert_allclose(x, expected.transpose(0, 3, 1, 2) / 255.0, rtol=0, atol=1e-7)
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and y.dtype == torch.uint8  # labels.npy's dtype
+    np.testing.assert_allclose(x.numpy(), expected.transpose(0, 3, 1, 2) / 255.0, rtol=0, atol=1e-7)
     x, y = load_cifar10c(6, severity=3, data_dir=tmp_path, corruptions=("fog", "snow"))
+    np.random.seed(5)
     shuffled_x, shuffled_y = load_cifar10c(6, severity=3, data_dir=tmp_path, corruptions=("fog", "snow"), shuffle=True)
-    order = [next(i for i in range(6) if np.array_equal(x[i], image)) for image in shuffled_x]
-    assert sorted(order) == list(range(6)) and order != list(range(6)) and shuffled_y.tolist() == y[order].tolist()
+    order = [next(i for i in range(6) if torch.equal(x[i], image)) for image in shuffled_x]
+    np.random.seed(5)
+    assert order == np.random.permutation(np.arange(6)).tolist()  # numpy's global state, as RobustBench
+    assert order != list(range(6)) and shuffled_y.tolist() == y[order].tolist()
+    with pytest.raises(ValueError, match="severity must lie in 1..5, got 0"):
+        load_cifar10c(2, severity=0, data_dir=tmp_path, corruptions=("fog",))
     with pytest.raises(ValueError, match="severities must lie in 1..5"):
         read_corruption("fog", tmp_path, severities=(6,))
     with pytest.raises(ValueError, match="unknown corruption 'rain'"):
@@ -112,15 +153,49 @@ def test_cifar10c_agrees_with_robustbench(tmp_path):
         pytest.skip(str(error))
     assert tuple(robustbench_data.CORRUPTIONS) == CORRUPTIONS
     _write_cifar10c(tmp_path, 3, ("fog", "snow"), np.random.default_rng(1))
-    theirs = robustbench_data.load_cifar10c(4, severity=1, data_dir=str(tmp_path), corruptions=("fog", "snow"))
-    ours = load_cifar10c(4, severity=1, data_dir=tmp_path, corruptions=("fog", "snow"))
-    np.testing.assert_array_equal(ours[0], theirs[0].numpy())
-    np.testing.assert_array_equal(ours[1], theirs[1].numpy())
+    for shuffle in (False, True):
+        np.random.seed(2)
+        theirs = robustbench_data.load_cifar10c(4, 1, str(tmp_path), shuffle, ("fog", "snow"))
+        np.random.seed(2)
+        ours = load_cifar10c(4, 1, tmp_path, shuffle, ("fog", "snow"))
+        for mine, their in zip(ours, theirs):
+            assert mine.dtype == their.dtype and torch.equal(mine, their)
+
+
+def _robustbench_or_skip():
+    from catrs_adapters.data.robustbench import import_robustbench_data
+
+    try:
+        return import_robustbench_data()
+    except ImportError as error:
+        pytest.skip(str(error))
+
+
+@pytest.mark.parametrize("name", ["load_cifar10", "load_cifar100", "load_cifar10c", "load_imagenet"])
+def test_drop_ins_take_robustbenchs_arguments_and_defaults(name):
+    import inspect
+
+    import catrs_adapters.data as ours
+
+    robustbench_data = _robustbench_or_skip()
+    mine = inspect.signature(getattr(ours, name)).parameters
+    theirs = inspect.signature(getattr(robustbench_data, name)).parameters
+    assert len(mine) == len(theirs)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 260, 3), dtype=np.uint8))
+    for (my_name, my_parameter), (their_name, their_parameter) in zip(mine.items(), theirs.items()):
+        assert my_name == their_name or their_name == "_"  # RobustBench's load_cifar10c leaves its 6th unnamed
+        default, their_default = my_parameter.default, their_parameter.default
+        if their_default is not inspect.Parameter.empty and callable(their_default):  # a transform: same images
+            torch.testing.assert_close(default(image), their_default(image), rtol=0, atol=0)
+        else:
+            assert default == their_default
 
 
 def _write_idx(path, array, compress):
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    (gzip.open if compress else open)(path, "wb").write(header + array.astype(np.uint8).tobytes())
+    # Closed by the with block: on Python 3.12+ an unclosed gzip file is left empty.
+    with (gzip.open if compress else open)(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -152,8 +227,6 @@ def _write_imagenet(root, names, rng):
 
 
 def test_imagenet_validation_folders(tmp_path):
-    from torchvision import datasets, transforms
-
     names = ["n02000000/ILSVRC2012_val_00000002.JPEG", "n01000000/ILSVRC2012_val_00000009.JPEG",
              "n01000000/ILSVRC2012_val_00000001.JPEG"]
     _write_imagenet(tmp_path, names, np.random.default_rng(0))
@@ -163,7 +236,7 @@ def test_imagenet_validation_folders(tmp_path):
     assert x.shape == (3, 3, 224, 224) and y.tolist() == [0, 0, 1]
     for row in range(3):
         np.testing.assert_array_equal(x[row], reference[row][0].numpy())
-    first, _ = load_imagenet(1, data_dir=tmp_path, shuffle=True, seed=3)
+    first, _ = read_imagenet(1, data_dir=tmp_path, shuffle=True, seed=3)
     assert any(np.array_equal(first[0], image) for image in x)
     assert isinstance(x, ImageFolderArray)  # the registered loader decodes on access
     np.testing.assert_array_equal(x[np.array([2, 0])], np.asarray(x)[[2, 0]])
@@ -197,9 +270,18 @@ def test_imagenet_robustbench_5000_list_agrees_with_robustbench(tmp_path):
     for wnid in {name.split("/")[0] for name in listed}:
         (tmp_path / "val" / wnid).mkdir(parents=True, exist_ok=True)
     _write_imagenet(tmp_path, listed[:2], np.random.default_rng(1))
-    ours = load_imagenet(2, data_dir=tmp_path, image_set="robustbench")
+    ours = read_imagenet(2, data_dir=tmp_path, image_set="robustbench")
     theirs = robustbench_data.load_imagenet(2, data_dir=str(tmp_path))
     np.testing.assert_array_equal(ours[0], theirs[0].numpy())
     assert ours[1].tolist() == theirs[1].tolist()
+    drop_in = load_imagenet(2, data_dir=tmp_path)
+    for mine, their in zip(drop_in, theirs):
+        assert mine.dtype == their.dtype and torch.equal(mine, their)
+    grey = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(56), transforms.Grayscale(),
+                               transforms.ToTensor()])
+    assert torch.equal(load_imagenet(2, str(tmp_path), grey)[0], robustbench_data.load_imagenet(2, str(tmp_path),
+                                                                                                grey)[0])
+    with pytest.raises(ValueError, match="n_examples must be an integer in 1..5000"):
+        load_imagenet(5001, data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="ILSVRC2012_val_"):
         get_registry().dataset("imagenet").load("test5000", data_dir=str(tmp_path), n_examples=3)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from catrs_plugin.cli import main
-from catrs_plugin.registry import refresh_registry
+from catrs_plugin.registry import get_registry, refresh_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "catrs-example-plugin"
 BUILT_INS = {"gaussian", "stability", "smoothadv", "macer", "consistency", "smoothmix", "catrs"}
@@ -89,3 +90,103 @@ def test_broken_plugins_are_named_and_skipped(tmp_path, on_path, capsys):
     assert BUILT_INS <= {item["name"] for item in json.loads(captured.out)}
     assert "plugin 'broken_import' failed to load" in captured.err and "needs a package" in captured.err
     assert "plugin 'broken_hook' failed" in captured.err and "hook exploded" in captured.err
+
+
+def _registered_plugin(site: Path, name: str, hooks: str) -> None:
+    write_plugin(site, name, "from catrs_plugin.hookspecs import hookimpl\n" + textwrap.dedent(hooks))
+
+
+def test_a_misspelt_hook_skips_the_plugin_naming_it_and_its_entry_point(tmp_path, on_path):
+    _registered_plugin(tmp_path, "typo", """
+        from catrs_plugin.methods import GAUSSIAN
+        import dataclasses
+
+        @hookimpl
+        def catrs_register_method():
+            return []
+
+        @hookimpl
+        def catrs_register_methods():
+            return [dataclasses.replace(GAUSSIAN, name="typo-gaussian")]
+    """)
+    with pytest.warns(RuntimeWarning, match="catrs plugin 'typo' \\(entry point typo = catrs_test_typo\\)") as warned:
+        on_path(tmp_path)
+    registry = get_registry()
+    reason = registry.failures["typo"]
+    assert "unknown hook 'catrs_register_method' (did you mean 'catrs_register_methods'?)" in reason
+    assert "[entry point typo = catrs_test_typo]" in reason
+    assert "unknown hook" in str(warned[0].message)
+    assert "typo-gaussian" not in registry.methods  # the whole plugin is skipped, not half of it
+    assert "typo" not in registry.plugins and BUILT_INS <= set(registry.methods)
+
+
+CLASHES = {
+    "method": ("methods", "catrs", "core", "from catrs_plugin.methods import GAUSSIAN as ITEM\n"
+               "import dataclasses\nITEM = dataclasses.replace(ITEM, name='catrs')"),
+    "model": ("models", "lenet", "core", "from catrs_plugin.specs import ModelSpec\n"
+              "ITEM = ModelSpec('lenet', lambda **kwargs: None)"),
+    "dataset": ("datasets", "digits", "adapters", "from catrs_adapters.datasets import DIGITS as ITEM"),
+    "attack": ("attacks", "art_l2_pgd", "adapters", "from catrs_adapters.art.empirical import ART_L2_PGD as ITEM"),
+}
+
+
+@pytest.mark.parametrize("kind", CLASHES)
+def test_a_name_already_registered_skips_the_second_plugin(kind, tmp_path, on_path):
+    table, name, owner, item_source = CLASHES[kind]
+    plugin = f"clash_{kind}"
+    _registered_plugin(tmp_path, plugin, f"""
+        {item_source.replace(chr(10), chr(10) + ' ' * 8)}
+
+        @hookimpl
+        def catrs_register_{table}():
+            return [ITEM]
+    """)
+    with pytest.warns(RuntimeWarning) as warned:
+        on_path(tmp_path)
+    registry = get_registry()
+    # the first registration stays: the built-in object (where the plugin re-registers it, nothing changes)
+    assert name in getattr(registry, table) and plugin not in registry.plugins
+    if kind in ("method", "model"):
+        assert getattr(registry, table)[name] is not sys.modules[f"catrs_test_{plugin}"].ITEM
+    expected = (f"registers {kind} {name!r}, which plugin {owner!r} ({registry.plugins[owner]}) already "
+                f"registered; rename it [entry point {plugin} = catrs_test_{plugin}]")
+    assert registry.failures == {plugin: expected}
+    assert any(f"catrs plugin {plugin!r} (entry point {plugin} = catrs_test_{plugin})" in str(w.message)
+               for w in warned)
+
+
+def test_two_plugins_with_one_method_name_keep_the_first_and_name_both(tmp_path, on_path):
+    for plugin in ("first", "second"):
+        _registered_plugin(tmp_path, plugin, """
+            import dataclasses
+            from catrs_plugin.methods import GAUSSIAN
+
+            @hookimpl
+            def catrs_register_methods():
+                return [dataclasses.replace(GAUSSIAN, name="shared-name")]
+        """)
+    with pytest.warns(RuntimeWarning, match="registers method 'shared-name'"):
+        on_path(tmp_path)
+    registry = get_registry()
+    (loser, reason), = registry.failures.items()
+    winner = ({"first", "second"} - {loser}).pop()
+    assert registry.plugins[winner] == f"catrs_test_{winner}" and "shared-name" in registry.methods
+    assert reason == (f"registers method 'shared-name', which plugin {winner!r} (catrs_test_{winner}) already "
+                      f"registered; rename it [entry point {loser} = catrs_test_{loser}]")
+
+
+def test_a_wrong_return_type_and_a_taken_plugin_name_are_named(tmp_path, on_path):
+    _registered_plugin(tmp_path, "wrong_type", """
+        @hookimpl
+        def catrs_register_models():
+            return ["lenet"]
+    """)
+    write_plugin(tmp_path, "core", "")  # a third-party entry point called `core`, like our built-ins
+    with pytest.warns(RuntimeWarning) as warned:
+        on_path(tmp_path)
+    failures = get_registry().failures
+    assert failures["wrong_type"] == ("catrs_register_models returned 'lenet', not a catrs_plugin.specs.ModelSpec "
+                                      "[entry point wrong_type = catrs_test_wrong_type]")
+    assert failures["core = catrs_test_core"] == "the plugin name 'core' is taken by entry point core = catrs_plugin.builtins"
+    assert any("catrs entry point core = catrs_test_core is skipped" in str(w.message) for w in warned)
+    assert get_registry().plugins["core"] == "catrs_plugin.builtins"

@@ -74,13 +74,29 @@ def test_lenet_reference_checkpoint_without_normalisation(tmp_path):
 def test_dataparallel_torchvision_resnet50_reference_checkpoint(tmp_path):
     torch.manual_seed(0)
     network = _perturb(torchvision.models.resnet50())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # on the CPU, before DataParallel moves the network to the GPU (when there is one)
+        expected = nn.Sequential(ReferenceNormalize(*IMAGENET), network)(x)
     original = nn.Sequential(ReferenceNormalize(*IMAGENET), nn.DataParallel(network)).eval()
     path = tmp_path / "resnet50.pth.tar"
     _save_reference(path, "resnet50", original)
     assert "1.module.conv1.weight" in torch.load(path, weights_only=True)["state_dict"]
-    x = torch.rand(1, 3, 64, 64)
+    loaded = load_checkpoint(path)
+    assert {t.device.type for t in (*loaded.parameters(), *loaded.buffers())} == {"cpu"}  # where asked: the CPU
     with torch.no_grad():
-        torch.testing.assert_close(load_checkpoint(path)(x), original(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(loaded(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checkpoints_load_on_the_device_asked_for(tmp_path):
+    path = tmp_path / "checkpoint.pth.tar"
+    _save_reference(path, "cifar_resnet20", nn.Sequential(ReferenceNormalize(*CIFAR10), cifar_resnet20()))
+    assert next(load_checkpoint(path).parameters()).device.type == "cpu"
+    gpu = load_checkpoint(path, map_location="cuda")
+    assert {t.device.type for t in (*gpu.parameters(), *gpu.buffers())} == {"cuda"}
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), load_checkpoint(path)(x), rtol=1e-4, atol=1e-4)
 
 
 def test_old_checkpoints_without_batch_norm_counters_load(tmp_path):

@@ -12,18 +12,17 @@ import os
 
 import numpy as np
 
-from catrs_adapters.data import CORRUPTIONS, load_cifar10, load_cifar100, load_imagenet, load_mnist, read_corruption
+from catrs_adapters.data import CORRUPTIONS, load_mnist, read_cifar10, read_cifar100, read_corruption, read_imagenet
 from catrs_adapters.data._files import take
 from catrs_adapters.data.cifar import CIFAR10_URL, CIFAR100_URL
 from catrs_adapters.data.cifar10c import CIFAR10C_URL
 from catrs_adapters.data.imagenet import IMAGENET_URL
 from catrs_adapters.data.mnist import MNIST_URL
+from catrs_adapters.normalization import (
+    CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD,
+)
 from catrs_plugin.specs import DatasetSpec
 from catrs_plugin.validation import check_choice
-
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 #: ImageNet splits: the reference code's ``test`` (all validation images) and RobustBench's 5,000.
 IMAGENET_SPLITS = {"test": "all", "test5000": "robustbench"}
@@ -76,11 +75,11 @@ DIGITS = DatasetSpec(
 
 
 def _cifar10(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
-    return load_cifar10(n_examples, data_dir, split)
+    return read_cifar10(n_examples, data_dir, split)
 
 
 def _cifar100(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
-    return load_cifar100(n_examples, data_dir, split)
+    return read_cifar100(n_examples, data_dir, split)
 
 
 def _cifar10c(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
@@ -90,7 +89,7 @@ def _cifar10c(split: str, data_dir: str | os.PathLike | None = None, n_examples:
 
 def _imagenet(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
     check_choice(split, tuple(IMAGENET_SPLITS), "split")
-    return load_imagenet(n_examples, data_dir, IMAGENET_SPLITS[split], lazy=True)
+    return read_imagenet(n_examples, data_dir, IMAGENET_SPLITS[split], lazy=True)
 
 
 def _mnist(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
@@ -119,7 +118,7 @@ IMAGENET = DatasetSpec(
                 f"from {IMAGENET_URL}",
 )
 MNIST = DatasetSpec(
-    name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=(0.0,), std=(1.0,), load=_mnist,
+    name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=MNIST_MEAN, std=MNIST_STD, load=_mnist,
     default_arch="lenet",
     description=f"MNIST IDX files, DATA_DIR/MNIST/raw, from {MNIST_URL} (no normalisation, as in the reference)",
 )

@@ -1,58 +1,99 @@
-"""timm side of the backbones: our CIFAR ResNets and LeNet in timm's registry, ResNet-50 from timm.
+"""Our backbones in timm's model registry, registered the way timm registers its own models.
 
-Importing this module registers ``cifar_resnet20``, ``cifar_resnet56``, ``cifar_resnet110`` and
-``lenet`` (from :mod:`catrs_plugin.backbones`) with :func:`timm.models.register_model`, so that
-``timm.create_model("cifar_resnet110", num_classes=10)`` works. The ``adapters`` entry point
-imports it, so loading the catrs registry does this too. The registration lives here, not in
-the core, because the core does not import timm.
+``cifar_resnet20``, ``cifar_resnet56``, ``cifar_resnet110`` (:mod:`catrs_plugin.backbones.cifar_resnet`)
+and ``lenet`` (:mod:`catrs_plugin.backbones.lenet`) are timm entry points decorated with
+:func:`timm.models.register_model`, built by :func:`timm.models.build_model_with_cfg` from a
+pretrained config (``default_cfgs``) that states what the network is trained on:
+
+============================  ===========  ===============================  =========
+model (tag)                   input size   mean / std                       classes
+============================  ===========  ===============================  =========
+``cifar_resnet*`` (cifar10)   3 x 32 x 32  CIFAR-10's (the reference code)  10
+``cifar_resnet*.cifar100``    3 x 32 x 32  CIFAR-100's                      100
+``lenet`` (mnist)             1 x 28 x 28  0 / 1 (MNIST unnormalised)       10
+============================  ===========  ===============================  =========
+
+so ``timm.data.resolve_data_config({}, model=model)`` gives these, not ImageNet's 224 px, and
+``timm.create_model("cifar_resnet110.cifar100")`` builds the 100-class network. The networks take
+normalised inputs; :meth:`catrs_plugin.registry.Registry.create_model` puts the normalisation
+in front of them for smoothing. No weights are hosted: ``pretrained=True`` is refused (load a
+checkpoint with :func:`catrs_plugin.load_checkpoint`).
+
+The start-up hook (:mod:`catrs_adapters.hook`) imports this module right after ``timm``, so
+the names work in any fresh interpreter. It is cheap: it imports only timm and our statistics;
+the networks' code is imported when a model is created. It lives in the adapters because the
+core does not import timm.
 
 timm's ``resnet50`` has exactly the parameter names and computation of torchvision's, which the
-reference code trained on ImageNet, so reference ResNet-50 checkpoints load into it.
+reference code trained on ImageNet, so reference ResNet-50 checkpoints load into it
+(:func:`resnet50`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
-import timm
-from timm.models import register_model
+from timm.models import build_model_with_cfg, create_model, generate_default_cfgs, register_model
 from torch import nn
 
-from catrs_plugin.backbones import BACKBONES
-from catrs_plugin.specs import ModelSpec
+from catrs_adapters.normalization import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, MNIST_MEAN, MNIST_STD
+
+_REFERENCE = "https://github.com/locuslab/smoothing"
 
 
-#: Options ``timm.create_model`` hands every entry point that only concern hub weights (which
-#: our backbones do not have); newer timm releases also pass ``cache_dir``.
-_TIMM_FACTORY_OPTIONS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+def _cifar(mean: tuple[float, ...], std: tuple[float, ...], num_classes: int) -> dict[str, Any]:
+    return dict(input_size=(3, 32, 32), mean=mean, std=std, num_classes=num_classes, crop_pct=1.0,
+                interpolation="bilinear", first_conv="conv1", classifier="fc", paper_ids="arXiv:1512.03385",
+                origin_url=_REFERENCE)
 
 
-def _timm_entrypoint(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """A timm entry point (``fn(pretrained=False, **kwargs)``) named after ``factory``."""
-
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(
-                f"{factory.__name__} has no pretrained weights in timm; load a checkpoint with "
-                "catrs_plugin.load_checkpoint instead"
-            )
-        for key in _TIMM_FACTORY_OPTIONS:
-            kwargs.pop(key, None)
-        return factory(**kwargs)
-
-    entrypoint.__name__ = entrypoint.__qualname__ = factory.__name__
-    entrypoint.__doc__ = factory.__doc__
-    return entrypoint
+#: timm pretrained configs (no weights: they describe the data), one per model and data set tag.
+default_cfgs = generate_default_cfgs({
+    **{f"cifar_resnet{depth}.{tag}": _cifar(*stats)
+       for depth in (20, 56, 110)
+       for tag, stats in (("cifar10", (CIFAR10_MEAN, CIFAR10_STD, 10)),
+                          ("cifar100", (CIFAR100_MEAN, CIFAR100_STD, 100)))},
+    "lenet.mnist": dict(input_size=(1, 28, 28), mean=MNIST_MEAN, std=MNIST_STD, num_classes=10, crop_pct=1.0,
+                        interpolation="bilinear", first_conv="conv1", classifier="fc2", origin_url=_REFERENCE),
+})
 
 
-for _factory in BACKBONES:
-    if not timm.is_model(_factory.__name__):
-        register_model(_timm_entrypoint(_factory))
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    if pretrained:
+        raise ValueError(
+            f"{variant} has no pretrained weights in timm; create it with pretrained=False and load a checkpoint "
+            "with catrs_plugin.load_checkpoint"
+        )
+    from catrs_plugin.backbones import BACKBONES
+
+    factory = {backbone.__name__: backbone for backbone in BACKBONES}[variant]
+    return build_model_with_cfg(factory, variant, pretrained=False, **kwargs)
+
+
+@register_model
+def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm entry point of :func:`catrs_plugin.backbones.cifar_resnet.cifar_resnet20`."""
+    return _create("cifar_resnet20", pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm entry point of :func:`catrs_plugin.backbones.cifar_resnet.cifar_resnet56`."""
+    return _create("cifar_resnet56", pretrained, **kwargs)
+
+
+@register_model
+def cifar_resnet110(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm entry point of :func:`catrs_plugin.backbones.cifar_resnet.cifar_resnet110`."""
+    return _create("cifar_resnet110", pretrained, **kwargs)
+
+
+@register_model
+def lenet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """timm entry point of :func:`catrs_plugin.backbones.lenet.lenet`."""
+    return _create("lenet", pretrained, **kwargs)
 
 
 def resnet50(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
     """timm's ResNet-50 (torchvision's layout and computation), randomly initialised."""
-    return timm.create_model("resnet50", pretrained=False, num_classes=num_classes, in_chans=in_chans)
-
-
-RESNET50 = ModelSpec("resnet50", resnet50, "ResNet-50 for ImageNet from timm (torchvision's parameter names)")
+    return create_model("resnet50", pretrained=False, num_classes=num_classes, in_chans=in_chans)

@@ -22,12 +22,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+from catrs_plugin import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``catrs`` parser with every sub-command found in this package."""
     parser = Parser(
         prog="catrs", description="CAT-RS training and randomized-smoothing certification"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):

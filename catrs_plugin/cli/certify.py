@@ -23,6 +23,7 @@ from catrs_plugin.cli._common import (
     resolve_device,
 )
 from catrs_plugin.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
+from catrs_plugin.fast_inference import log_compilation_to_stderr
 from catrs_plugin.provenance import indices_record
 from catrs_plugin.training import AMP_DTYPES
 from catrs_plugin.validation import check_output_file, check_sigma
@@ -51,13 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--N", type=positive_int, default=100_000, help="estimation samples (default: 100000)")
         parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
+        add_fast_argument(parser)
         parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
-                            help="run the classifier under autocast in this precision (default: fp32)")
+                            help="run the classifier under autocast in this precision (default: fp32; with "
+                                 "--fast: bf16)")
         parser.add_argument("--channels-last", action="store_true",
                             help="channels_last memory format (faster convolutions on recent GPUs)")
         parser.add_argument("--compile", default=None, metavar="MODE",
                             choices=("default", "reduce-overhead", "max-autotune"),
-                            help="run the classifier through torch.compile in this mode (default: off)")
+                            help="run the classifier through torch.compile in this mode (default: off; not "
+                                 "with --fast)")
         parser.add_argument("--restart", action="store_true", help="overwrite OUTFILE instead of continuing it")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         add_device_argument(parser)
@@ -65,9 +69,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=run_certify if name == "certify" else run_predict)
 
 
+def add_fast_argument(parser: argparse.ArgumentParser) -> None:
+    """``--fast``: the fast certification path of :class:`~catrs_plugin.smoothing.Smooth`."""
+    parser.add_argument("--fast", action="store_true",
+                        help="fast path: bf16, batch norm folded into the convolutions, channels_last, "
+                             "torch.compile (once per model and shape; its time is printed), CUDA graphs on CUDA; "
+                             "not bit-exact (see docs/benchmarks.rst for the agreement)")
+
+
 def _prepare(args: argparse.Namespace):
     sigma = check_sigma(args.sigma)
     check_output_file(args.outfile, "outfile")
+    if args.fast and args.compile:
+        raise ValueError("pass either --fast or --compile, not both (--fast compiles in its own way)")
+    if args.fast or args.compile:
+        log_compilation_to_stderr()
     device = init_from_env(resolve_device(args.device), backend="gloo", timeout=SHARD_TIMEOUT)
     spec, x, y = load_split(args.dataset, args.split, args.data_dir)
     with for_argument("base_classifier"):
@@ -83,7 +99,7 @@ def run_certify(args: argparse.Namespace) -> int:
     with sharded_output(args.outfile, indices) as (outfile, mine):
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
-            n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
+            n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed, fast=args.fast,
             autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
             resume=not args.restart, progress=not args.quiet, settings=settings,
         )
@@ -96,7 +112,7 @@ def run_predict(args: argparse.Namespace) -> int:
     with sharded_output(args.outfile, indices) as (outfile, mine):
         written = predict_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
-            n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
+            n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed, fast=args.fast,
             autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
             resume=not args.restart, progress=not args.quiet, settings=settings,
         )

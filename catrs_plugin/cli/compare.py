@@ -6,6 +6,8 @@ import argparse
 from dataclasses import replace
 
 from catrs_plugin.cli._common import add_data_arguments, add_device_argument, batch_size_argument, resolve_device
+from catrs_plugin.cli.certify import add_fast_argument
+from catrs_plugin.fast_inference import log_compilation_to_stderr
 from catrs_plugin.compare import BUDGETS, parse_floats, parse_methods, run_comparison
 from catrs_plugin.registry import get_registry
 from catrs_plugin.validation import check_output_dir
@@ -56,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for option, help_text in BUDGET_OPTIONS.items():
         parser.add_argument(f"--{option.replace('_', '-')}", dest=f"budget_{option}", type=TYPES.get(option, int),
                             default=None, help=f"{help_text} (default: the preset's)")
+    add_fast_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_arguments(parser)
     add_device_argument(parser)
@@ -68,10 +71,12 @@ def run(args: argparse.Namespace) -> int:
     budget = replace(BUDGETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
     attack_eps = parse_floats(args.attack_eps, "--attack-eps") if args.attack_eps else ()
     check_output_dir(args.output, "--output")
+    if args.fast:
+        log_compilation_to_stderr()
     comparison = run_comparison(
         args.dataset, methods, args.sigma, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
         seed=args.seed, device=resolve_device(args.device), certify_batch=args.certify_batch, attack_eps=attack_eps,
-        progress=not args.quiet,
+        progress=not args.quiet, fast=args.fast,
     )
     print()
     print((comparison.directory / "summary.md").read_text())

@@ -5,7 +5,9 @@ Per chunk of ``B`` examples, with ``M`` noises ``d_1..d_M ~ N(0, sigma^2 I)`` pe
 1. PGD on the smoothed soft classifier (model in eval mode, parameters frozen): from
    ``delta = 0``, ``num_steps`` times step ``2 * eps / num_steps`` along the per-example
    normalised gradient of ``-log(mean_i softmax f(x + delta + d_i)[y])`` (an example whose
-   gradient is exactly zero steps along a standard-normal direction instead), then clip
+   gradient is exactly zero steps along a standard-normal direction instead; such directions
+   are drawn for every example at every step and used only there, so that no step synchronises
+   with the GPU, which advances the batch's generator by one draw per step), then clip
    ``x + delta`` to [0, 1] and scale ``delta`` into the L2 ball of radius ``eps``;
 2. ``loss = mean over the M * B copies of CE(f(x + delta + d_i), y)`` (train mode).
 
@@ -71,12 +73,10 @@ def smoothadv_attack(
             loss = smoothed_nll(noisy_logits(model, inputs + delta, noises), targets)
             (grad,) = torch.autograd.grad(loss, [delta])
             norms = flat_norms(grad)
-            direction = grad / norms
-            stuck = norms.flatten() == 0
-            if stuck.any():
-                direction[stuck] = torch.randn(
-                    direction[stuck].shape, generator=generator, device=grad.device, dtype=grad.dtype
-                )
+            # A random direction is drawn for every example and used where the gradient is zero:
+            # no step waits for the GPU to say whether any example is stuck.
+            fallback = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=grad.dtype)
+            direction = torch.where(norms == 0, fallback, grad / norms)
             delta = delta.detach() + step * direction
             delta = (inputs + delta).clamp(0, 1) - inputs
             delta = delta.renorm(p=2, dim=0, maxnorm=epsilon)

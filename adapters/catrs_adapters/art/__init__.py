@@ -1,6 +1,5 @@
-"""ART integration: :class:`~catrs_adapters.art.estimator.PyTorchCATRS` and
-:class:`~catrs_adapters.art.trainer.CATRSTrainer`.
-
-This package's ``__init__`` imports nothing, because :mod:`catrs_adapters.art.hook` is
-imported at interpreter start-up and must stay cheap.
+"""ART integration: :class:`~catrs_adapters.art.estimator.PyTorchCATRS`,
+:class:`~catrs_adapters.art.trainer.CATRSTrainer` and the attacks of
+:mod:`catrs_adapters.art.empirical`. This ``__init__`` imports nothing: the ART classes load on
+first use.
 """

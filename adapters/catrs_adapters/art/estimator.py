@@ -9,10 +9,15 @@ and replaces the work behind them:
 * ``certify`` and ``predict`` run on :class:`catrs_plugin.smoothing.Smooth`: many inputs per
   forward batch, noise drawn on the device from per-example seeded streams, exact
   Clopper-Pearson and binomial-test decisions;
-* ``fit`` and ``fit_generator`` train with a registered method (CAT-RS by default) through
-  :func:`catrs_plugin.training.train`;
-* ``loss_gradient`` differentiates the smoothed soft classifier by default, so ART's attacks
-  attack the smoothed classifier rather than the bare base classifier.
+* ``fit`` and ``fit_generator`` take ART's arguments (``training_mode``, ``drop_last``, the
+  caller's ``scheduler``, ``validation_data``) and train with a registered method (CAT-RS by
+  default) through :func:`catrs_plugin.training.train` (see :mod:`catrs_adapters.art.fitting`);
+* ``loss_gradient``, ``class_gradient``, ``compute_loss`` and, for ART's attacks, ``predict``
+  are those of the smoothed soft classifier (:class:`~catrs_adapters.art.modules.SmoothedSoft`),
+  so ART's attacks attack the smoothed classifier rather than the bare base classifier; the
+  attacks that make no sense on it are refused (:mod:`catrs_adapters.art.attacks`);
+* inputs outside ``clip_values`` are refused, lists and any numeric dtype are accepted
+  (:mod:`catrs_adapters.art.inputs`).
 
 Noise is always added to the raw input, before ART's preprocessing (normalisation), which is
 where certificates and attacks are stated. (ART's own ``loss_gradient`` with ``sampling=True``
@@ -29,97 +34,14 @@ import torch.nn.functional as F
 from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 from torch import nn
 
+from catrs_adapters.art.attacks import attack_in_progress
+from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
+from catrs_adapters.art.inputs import checked_inputs
+from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
 from catrs_plugin.methods.base import Method
 from catrs_plugin.registry import get_registry
-from catrs_plugin.smoothing import PREDICTION, Smooth
-from catrs_plugin.training import LoaderData, TensorData, TrainConfig, train
-from catrs_plugin.validation import (
-    check_alpha,
-    check_inputs,
-    check_labels,
-    check_positive_int,
-    check_sigma,
-    check_soft_labels,
-)
-
-#: ``fit`` options passed on to :class:`catrs_plugin.training.TrainConfig`.
-TRAIN_OPTIONS = ("lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop", "checkpoint", "amp",
-                 "channels_last", "fused")
-
-
-class Preprocessed(nn.Module):
-    """An ART estimator's raw model behind its preprocessing, as one module taking raw inputs.
-
-    Parameters
-    ----------
-    estimator : art.estimators.classification.PyTorchClassifier
-        Estimator whose ``model`` and preprocessing (``preprocessing`` and PyTorch preprocessing
-        defences) are chained; gradients flow through both.
-    fit : bool
-        Apply the preprocessing steps meant for training (``True``) or for prediction.
-    """
-
-    def __init__(self, estimator: Any, fit: bool) -> None:
-        super().__init__()
-        if not estimator.all_framework_preprocessing:
-            raise ValueError(
-                "preprocessing_defences must all be PyTorch preprocessors (with a forward method) so that "
-                "noise can be added before them on the device; got "
-                f"{[type(p).__name__ for p in estimator.preprocessing_operations]}"
-            )
-        self.net = estimator.model
-        self.estimator = estimator
-        self.fit = fit
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, _ = self.estimator._apply_preprocessing(x, None, fit=self.fit, no_grad=False)
-        return self.net(x)
-
-
-def train_estimator(
-    estimator: PyTorchRandomizedSmoothing,
-    method: Method,
-    hyperparameters: Mapping[str, Any],
-    data: TensorData | LoaderData,
-    nb_epochs: int,
-    batch_size: int,
-    verbose: bool,
-    seed: int,
-    options: Mapping[str, Any],
-) -> list[dict[str, float]]:
-    """Train an ART randomized-smoothing estimator's model in place at its ``scale``.
-
-    ``options`` are :data:`TRAIN_OPTIONS`; ``lr``, ``momentum`` and ``weight_decay`` only apply
-    when the estimator has no optimizer of its own. Returns the per-epoch history.
-    """
-    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown training option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TRAIN_OPTIONS)}")
-    config = TrainConfig(epochs=nb_epochs, batch_size=batch_size, seed=seed, progress=verbose, **options)
-    return train(Preprocessed(estimator, fit=True), method, hyperparameters, estimator.scale, data, config,
-                 optimizer=estimator.optimizer)
-
-
-def tensor_data(
-    estimator: PyTorchRandomizedSmoothing, x: np.ndarray, y: np.ndarray, soft_labels: np.ndarray | None
-) -> TensorData:
-    """Checked in-memory training data for ``estimator``: labels as indices (one-hot accepted)."""
-    check_inputs(x, "x", input_shape=estimator.input_shape)
-    labels = check_labels(y, estimator.nb_classes, len(x))
-    soft = None if soft_labels is None else check_soft_labels(soft_labels, len(x), estimator.nb_classes)
-    return TensorData(x, labels, soft)
-
-
-def loader_data(generator: Any) -> LoaderData:
-    """Training data from an ART ``PyTorchDataGenerator`` (its DataLoader is ``generator.iterator``)."""
-    from art.data_generators import PyTorchDataGenerator
-
-    if not isinstance(generator, PyTorchDataGenerator):
-        raise ValueError(
-            f"generator must be an art.data_generators.PyTorchDataGenerator wrapping a torch DataLoader, "
-            f"got {type(generator).__name__}"
-        )
-    return LoaderData(generator.iterator)
+from catrs_plugin.smoothing import PREDICTION, Smooth, derive_seed
+from catrs_plugin.validation import check_alpha, check_choice, check_labels, check_positive_int, check_sigma
 
 
 class PyTorchCATRS(PyTorchRandomizedSmoothing):
@@ -141,6 +63,9 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         Seed of the certification noise streams (per example index) and of training.
     autocast_dtype : torch.dtype, optional
         Reduced-precision certification (``torch.bfloat16`` or ``torch.float16``); off by default.
+    fast : bool
+        Certify and predict on the fast path of :class:`catrs_plugin.smoothing.Smooth`
+        (bfloat16, folded batch norm, ``torch.compile``, CUDA graphs on CUDA); off by default.
 
     Examples
     --------
@@ -175,6 +100,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         hyperparameters: Mapping[str, Any] | None = None,
         seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
+        fast: bool = False,
     ) -> None:
         check_positive_int(sample_size, "sample_size")
         check_sigma(scale, "scale")
@@ -185,6 +111,8 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         self.hyperparameters = dict(hyperparameters or {})
         self.seed = int(seed)
         self.autocast_dtype = autocast_dtype
+        self.fast = bool(fast)
+        self._fit_calls = 0
         self._resolve_method(scale)
         super().__init__(
             model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
@@ -199,75 +127,128 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         return method, method.hyperparameters(sigma, self.preset, **self.hyperparameters)
 
     def smooth(self, batch_size: int | str = "auto", verbose: bool = False) -> Smooth:
-        """The certification engine over this estimator's model and preprocessing."""
+        """The certification engine over this estimator's model and preprocessing.
+
+        The engine forwards one :class:`Preprocessed` module per estimator (rebuilt only when
+        ``model`` is replaced), so that the fast path compiles it once, not on every call.
+        """
+        module = getattr(self, "_prediction_module", None)
+        if module is None or module.net is not self.model:
+            module = self._prediction_module = Preprocessed(self, fit=False)
         return Smooth(
-            Preprocessed(self, fit=False), self.nb_classes, self.scale, batch_size=batch_size, seed=self.seed,
-            input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, progress=verbose,
+            module, self.nb_classes, self.scale, batch_size=batch_size, seed=self.seed,
+            input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, fast=self.fast, progress=verbose,
         )
 
     def fit(  # type: ignore[override]
         self,
-        x: np.ndarray,
-        y: np.ndarray,
+        x: Any,
+        y: Any,
         batch_size: int = 128,
         nb_epochs: int = 10,
+        training_mode: bool = True,
+        drop_last: bool = False,
+        scheduler: Any = None,
         verbose: bool = False,
         soft_labels: np.ndarray | None = None,
+        validation_data: tuple[Any, Any] | None = None,
         **options: Any,
     ) -> None:
         """Train the base classifier on ``(x, y)`` with the estimator's method at sigma = ``scale``.
 
+        Takes every argument of ART's ``PyTorchRandomizedSmoothing.fit``, with ART's meaning
+        (see :mod:`catrs_adapters.art.fitting`), so ART's ``AdversarialTrainer`` and
+        ``AdversarialTrainerMadryPGD`` train it. The ``k``-th call (``k = 0, 1, ...``) trains
+        with seed ``derive_seed(seed, k)``, so the repeated one-epoch calls of ART's trainers
+        draw fresh noise and data order.
+
         Parameters
         ----------
-        x : numpy.ndarray
-            Training inputs ``(n, *input_shape)``, raw (before ART's preprocessing).
-        y : numpy.ndarray
+        x : array-like
+            Training inputs ``(n, *input_shape)``, raw (before ART's preprocessing), within
+            ``clip_values``.
+        y : array-like
             Class indices ``(n,)`` or one-hot rows ``(n, nb_classes)``.
         batch_size : int
             Loader batch size, split into the method's chunks (``num_noise_vec`` for CAT-RS).
         nb_epochs : int
             Epochs to train.
+        training_mode : bool
+            ``False`` trains with the network in evaluation mode (frozen batch-norm statistics,
+            no dropout), as in ART.
+        drop_last : bool
+            Skip the last batch of each epoch when it is incomplete, as in ART.
+        scheduler : torch.optim.lr_scheduler.LRScheduler, optional
+            Your scheduler of the estimator's optimizer, stepped after every epoch as ART does.
+            With an optimizer of your own, the learning rate is only ever yours.
         verbose : bool
             Show progress bars.
         soft_labels : numpy.ndarray, optional
             ``(n, nb_classes)`` smoothed teacher predictions; required by CAT-RS (see
             :func:`catrs_plugin.smoothed_soft_labels` or ``CATRSTrainer.fit(teacher=...)``).
+        validation_data : tuple, optional
+            ``(x_val, y_val)``: the smoothed classifier's accuracy on it (PREDICT, abstentions
+            count as errors) is logged at INFO level after every epoch, as ART's trainers log theirs.
         **options
-            :class:`~catrs_plugin.training.TrainConfig` settings: ``lr``, ``momentum``,
-            ``weight_decay`` (used when the estimator has no optimizer), ``lr_step_size``,
-            ``gamma``, ``lr_drop``, ``checkpoint`` (resumable), ``amp``, ``channels_last``, ``fused``.
+            :class:`~catrs_plugin.training.TrainConfig` settings: ``checkpoint`` (resumable),
+            ``amp``, ``channels_last``, ``fused``, and, for an estimator created without an
+            optimizer (ART refuses to train one; we use the paper's SGD), ``lr``, ``momentum``,
+            ``weight_decay``, ``lr_step_size``, ``gamma``, ``lr_drop``.
         """
-        method, hyperparameters = self._resolve_method(self.scale)
-        train_estimator(self, method, hyperparameters, tensor_data(self, x, y, soft_labels), nb_epochs, batch_size,
-                        verbose, self.seed, options)
+        self._train(tensor_data(self, x, y, soft_labels), nb_epochs, batch_size, verbose, options,
+                    training_mode=training_mode, drop_last=drop_last, scheduler=scheduler,
+                    validation_data=validation_data)
 
-    def fit_generator(self, generator: Any, nb_epochs: int = 20, verbose: bool = False, **options: Any) -> None:
+    def fit_generator(  # type: ignore[override]
+        self,
+        generator: Any,
+        nb_epochs: int = 20,
+        verbose: bool = False,
+        training_mode: bool = True,
+        scheduler: Any = None,
+        validation_data: tuple[Any, Any] | None = None,
+        **options: Any,
+    ) -> None:
         """Train from an ART ``PyTorchDataGenerator`` (any torch DataLoader), for data too large for memory.
 
-        The loader yields ``(x, y)`` or, for CAT-RS, ``(x, y, soft_labels)`` batches; its own
-        batch size applies. ``options`` are those of :meth:`fit`.
+        The loader yields ``(x, y)`` or, for CAT-RS, ``(x, y, soft_labels)`` batches, each
+        checked against ``clip_values``; its own batch size applies. The other arguments are
+        those of :meth:`fit`.
         """
+        self._train(loader_data(generator), nb_epochs, generator.batch_size, verbose, options,
+                    training_mode=training_mode, scheduler=scheduler, validation_data=validation_data)
+
+    def _train(self, data: Any, nb_epochs: int, batch_size: int, verbose: bool, options: Mapping[str, Any],
+               **art_options: Any) -> None:
         method, hyperparameters = self._resolve_method(self.scale)
-        train_estimator(self, method, hyperparameters, loader_data(generator), nb_epochs, generator.batch_size,
-                        verbose, self.seed, options)
+        seed = derive_seed(self.seed, self._fit_calls)
+        self._fit_calls += 1
+        train_estimator(self, method, hyperparameters, data, nb_epochs, batch_size, verbose, seed, options,
+                        **art_options)
 
     def predict(  # type: ignore[override]
         self,
-        x: np.ndarray,
+        x: Any,
         batch_size: int = 128,
         verbose: bool = False,
         is_abstain: bool = True,
         indices: Sequence[int] | None = None,
+        logits: bool = False,
         **kwargs: Any,
     ) -> np.ndarray:
         """Cohen et al.'s PREDICT with ``sample_size`` samples, as one-hot rows (ART's format).
 
+        Called by one of ART's attacks, or with ``logits=True`` (which ART's Carlini-Wagner
+        L2 passes), it returns the logits of the smoothed soft classifier instead (see
+        :meth:`soft_logits`): what the attacks' losses and gradients are computed from.
+
         Parameters
         ----------
-        x : numpy.ndarray
-            Inputs ``(n, *input_shape)``.
+        x : array-like
+            Inputs ``(n, *input_shape)`` within ``clip_values``.
         batch_size : int
-            Noisy samples per forward pass (results do not depend on it).
+            Noisy samples per forward pass for PREDICT (results do not depend on it); inputs
+            per forward pass for the logits.
         verbose : bool
             Show a progress bar.
         is_abstain : bool
@@ -275,17 +256,23 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             an all-zero row; with ``False`` the most frequent class is returned regardless.
         indices : sequence of int, optional
             Data-set index of each input, which seeds its noise (default ``0 .. n-1``).
+        logits : bool
+            Return the smoothed soft classifier's logits.
 
         Returns
         -------
         numpy.ndarray
-            ``(n, nb_classes)`` one-hot rows.
+            ``(n, nb_classes)`` one-hot rows (float32), or logits.
         """
+        attacked = attack_in_progress(self) is not None
+        inputs = self._inputs(x, "x")
+        if logits or attacked:
+            return self.soft_logits(inputs, batch_size)
         smooth = self.smooth(batch_size, verbose)
         if is_abstain:
-            classes = smooth.predict(x, self.sample_size, self.alpha, indices)
+            classes = smooth.predict(inputs, self.sample_size, self.alpha, indices)
         else:
-            classes = smooth.sample_counts(x, {PREDICTION: self.sample_size}, indices)[:, 0].argmax(axis=1)
+            classes = smooth.sample_counts(inputs, {PREDICTION: self.sample_size}, indices)[:, 0].argmax(axis=1)
         rows = np.zeros((len(classes), self.nb_classes), dtype=np.float32)
         chosen = classes >= 0
         rows[np.flatnonzero(chosen), classes[chosen]] = 1.0
@@ -293,7 +280,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
 
     def certify(  # type: ignore[override]
         self,
-        x: np.ndarray,
+        x: Any,
         n: int,
         batch_size: int | None = None,
         indices: Sequence[int] | None = None,
@@ -303,8 +290,9 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
 
         Parameters
         ----------
-        x : numpy.ndarray
-            Inputs ``(examples, *input_shape)``.
+        x : array-like
+            Inputs ``(examples, *input_shape)`` within ``clip_values`` (lists and any numeric
+            dtype are accepted; values outside ``clip_values`` raise ``ValueError``).
         n : int
             Estimation samples per input.
         batch_size : int, optional
@@ -323,27 +311,119 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             Certified L2 radius per input, 0 on abstain.
         """
         smooth = self.smooth("auto" if batch_size is None else batch_size, verbose)
-        return smooth.certify(x, self.sample_size, n, self.alpha, indices)
+        return smooth.certify(self._inputs(x, "x"), self.sample_size, n, self.alpha, indices)
+
+    def soft(self, training_mode: bool = False) -> SmoothedSoft:
+        """The smoothed soft classifier (``log`` of the mean softmax over ``sample_size`` noises) as a module."""
+        return SmoothedSoft(Preprocessed(self, fit=False).train(training_mode), self.sample_size, self.scale)
+
+    def soft_logits(self, x: Any, batch_size: int = 128) -> np.ndarray:
+        """``log mean_i softmax(f(x + d_i))`` over ``sample_size`` fresh noises: the smoothed soft classifier's logits.
+
+        Its softmax is the smoothed soft classifier ``G(x)`` and its argmax the class PREDICT
+        returns when it does not abstain (up to sampling). ``batch_size`` inputs go through
+        the network at once (``batch_size * sample_size`` noisy samples).
+        """
+        inputs = self._inputs(x, "x")
+        module = self.soft()
+        with torch.no_grad():
+            parts = [module(torch.as_tensor(inputs[start : start + batch_size], device=self._device)).cpu().numpy()
+                     for start in range(0, len(inputs), check_positive_int(batch_size, "batch_size"))]
+        return np.concatenate(parts)
 
     def loss_gradient(  # type: ignore[override]
-        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, training_mode: bool = False, **kwargs: Any
+        self, x: np.ndarray | torch.Tensor, y: Any, training_mode: bool = False, **kwargs: Any
     ) -> np.ndarray | torch.Tensor:
         """Gradient of the smoothed soft classifier's cross-entropy with respect to ``x``.
 
-        The loss is ``-log(mean_i softmax(f(x + d_i))_y)`` over ``sample_size`` Gaussian noises
-        (Salman et al. 2019), so ART's attacks target the smoothed classifier. Pass
-        ``sampling=False`` for ART's base-classifier gradient. Returns the type it is given
-        (numpy array or tensor).
+        The loss is ``mean_n -log G(x_n)_{y_n}`` with ``G(x) = mean_i softmax(f(x + d_i))`` over
+        ``sample_size`` Gaussian noises (Salman et al. 2019; the mean over the batch, as ART's
+        randomized smoothing computes it), so ART's attacks target the smoothed classifier.
+        Equals ``-class_gradient(x, y) / len(x)`` for the same noise. Pass ``sampling=False``
+        for ART's base-classifier gradient. Returns the type it is given (numpy array or tensor).
         """
         if not kwargs.pop("sampling", True):
             return super().loss_gradient(x, y, training_mode=training_mode, sampling=False, **kwargs)
-        as_tensor = isinstance(x, torch.Tensor)
-        inputs = torch.as_tensor(x, dtype=torch.float32, device=self._device).detach().requires_grad_(True)
-        labels = torch.as_tensor(check_labels(y, self.nb_classes, len(inputs)), device=self._device)
-        module = Preprocessed(self, fit=False).train(training_mode)
-        noisy = inputs.repeat_interleave(self.sample_size, 0)
-        noisy = noisy + torch.randn_like(noisy) * self.scale
-        probs = F.softmax(module(noisy), dim=1).view(len(inputs), self.sample_size, -1).mean(dim=1)
-        loss = F.nll_loss(torch.log(probs.clamp_min(1e-20)), labels)
+        inputs, labels = self._with_labels(x, y)
+        loss = F.nll_loss(self.soft(training_mode)(inputs), labels)
         (gradient,) = torch.autograd.grad(loss, inputs)
-        return gradient if as_tensor else gradient.cpu().numpy()
+        return self._like(x, gradient)
+
+    def class_gradient(  # type: ignore[override]
+        self, x: np.ndarray | torch.Tensor, label: Any = None, training_mode: bool = False, **kwargs: Any
+    ) -> np.ndarray | torch.Tensor:
+        """Gradients of the smoothed soft classifier's logits ``log G(x)_k`` with respect to ``x``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray or torch.Tensor
+            Inputs ``(n, *input_shape)`` within ``clip_values``.
+        label : int or sequence of int, optional
+            One class for every input, one class per input, or ``None`` for every class.
+        training_mode : bool
+            Run the network in training mode.
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor
+            ``(n, nb_classes, *input_shape)`` for ``label=None``, else ``(n, 1, *input_shape)``
+            (ART's layout), of the type of ``x``. One draw of ``sample_size`` noises serves
+            every class, so the gradients of one call are those of one soft classifier.
+        """
+        inputs = self._tensor(x)
+        outputs = self.soft(training_mode)(inputs)
+        if label is None:
+            gradients = [torch.autograd.grad(outputs[:, k].sum(), inputs, retain_graph=k + 1 < self.nb_classes)[0]
+                         for k in range(self.nb_classes)]
+            return self._like(x, torch.stack(gradients, dim=1))
+        classes = np.broadcast_to(np.asarray(label), (len(inputs),)) if np.ndim(label) == 0 else label
+        chosen = torch.as_tensor(check_labels(classes, self.nb_classes, len(inputs), "label"), device=self._device)
+        (gradient,) = torch.autograd.grad(outputs.gather(1, chosen[:, None]).sum(), inputs)
+        return self._like(x, gradient[:, None])
+
+    def compute_loss(  # type: ignore[override]
+        self, x: np.ndarray | torch.Tensor, y: Any, reduction: str = "none", **kwargs: Any
+    ) -> np.ndarray | torch.Tensor:
+        """The smoothed soft classifier's cross-entropy ``-log G(x)_y`` (the loss of :meth:`loss_gradient`).
+
+        ``reduction`` is ``"none"`` (one loss per input), ``"mean"`` or ``"sum"``, as in ART.
+        """
+        check_choice(reduction, ("none", "mean", "sum"), "reduction")
+        inputs, labels = self._with_labels(x, y, requires_grad=False)
+        with torch.no_grad():
+            loss = F.nll_loss(self.soft()(inputs), labels, reduction=reduction)
+        return self._like(x, loss)
+
+    def get_activations(self, *args: Any, **kwargs: Any) -> Any:
+        """ART's activations of the base network (refused inside ART's attacks, which would bypass the noise)."""
+        attack_in_progress(self)
+        return super().get_activations(*args, **kwargs)
+
+    def _predict_framework(self, *args: Any, **kwargs: Any) -> Any:
+        attack_in_progress(self)
+        return super()._predict_framework(*args, **kwargs)
+
+    @property
+    def model(self) -> nn.Module:
+        """The base network (refused inside ART's attacks that would bypass the noise)."""
+        attack_in_progress(self)
+        return super().model
+
+    def _inputs(self, x: Any, name: str) -> np.ndarray | torch.Tensor:
+        return checked_inputs(x, name, self.input_shape, self.clip_values)
+
+    def _tensor(self, x: Any, requires_grad: bool = True) -> torch.Tensor:
+        """Checked inputs as a float32 tensor on the device, a leaf that records gradients."""
+        attack_in_progress(self)
+        inputs = torch.as_tensor(self._inputs(x, "x"), dtype=torch.float32, device=self._device).detach()
+        return inputs.requires_grad_(requires_grad)
+
+    def _with_labels(self, x: Any, y: Any, requires_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = self._tensor(x, requires_grad)
+        labels = check_labels(y, self.nb_classes, len(inputs))
+        return inputs, torch.as_tensor(labels, device=self._device)
+
+    @staticmethod
+    def _like(x: Any, result: torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``result`` as a tensor when ``x`` was one, else as a numpy array."""
+        return result if isinstance(x, torch.Tensor) else result.detach().cpu().numpy()

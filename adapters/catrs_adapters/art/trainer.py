@@ -9,7 +9,9 @@ from art.defences.trainer import Trainer
 from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 from torch import nn
 
-from catrs_adapters.art.estimator import Preprocessed, loader_data, tensor_data, train_estimator
+from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
+from catrs_adapters.art.inputs import checked_inputs
+from catrs_adapters.art.modules import Preprocessed
 from catrs_plugin.methods.catrs import CATRS
 from catrs_plugin.soft_labels import smoothed_soft_labels
 from catrs_plugin.validation import check_non_negative, check_positive_int, check_sigma
@@ -99,6 +101,8 @@ class CATRSTrainer(Trainer):
         teacher: PyTorchRandomizedSmoothing | nn.Module | None = None,
         teacher_samples: int = TEACHER_SAMPLES,
         verbose: bool = True,
+        scheduler: Any = None,
+        validation_data: tuple[Any, Any] | None = None,
         **options: Any,
     ) -> list[dict[str, float]]:
         """Train the classifier with CAT-RS on ``(x, y)``.
@@ -124,15 +128,22 @@ class CATRSTrainer(Trainer):
             Noise samples per example for the teacher's soft labels (10,000 in the paper).
         verbose : bool
             Show progress bars.
+        scheduler : torch.optim.lr_scheduler.LRScheduler, optional
+            Your scheduler of the classifier's optimizer, stepped after every epoch (as in
+            :meth:`PyTorchCATRS.fit <catrs_adapters.art.estimator.PyTorchCATRS.fit>`).
+        validation_data : tuple, optional
+            ``(x_val, y_val)``: the smoothed classifier's PREDICT accuracy, logged after every epoch.
         **options
-            Training options: ``lr``, ``momentum``, ``weight_decay`` (when the classifier has no
-            optimizer), ``lr_step_size``, ``gamma``, ``lr_drop``, ``checkpoint`` (written every
-            epoch and resumed), ``amp``, ``channels_last``, ``fused``.
+            Training options: ``checkpoint`` (written every epoch and resumed), ``amp``,
+            ``channels_last``, ``fused``, and, when the classifier has no optimizer (the
+            paper's SGD and step schedule are then used), ``lr``, ``momentum``,
+            ``weight_decay``, ``lr_step_size``, ``gamma``, ``lr_drop``. A classifier's own
+            optimizer keeps your learning rate (see :mod:`catrs_adapters.art.fitting`).
 
         Returns
         -------
         list of dict
-            Per-epoch ``epoch``, ``loss``, ``lr`` and ``seconds``.
+            Per-epoch ``epoch``, ``loss``, ``lr`` and ``seconds`` (and ``val_accuracy``).
         """
         if soft_labels is None:
             if teacher is None:
@@ -144,15 +155,24 @@ class CATRSTrainer(Trainer):
             soft_labels = self.teacher_soft_labels(teacher, x, teacher_samples, verbose)
         data = tensor_data(self._classifier, x, y, soft_labels)
         return train_estimator(self._classifier, CATRS, self.hyperparameters, data, nb_epochs, batch_size, verbose,
-                               self.seed, options)
+                               self.seed, options, scheduler=scheduler, validation_data=validation_data)
 
-    def fit_generator(self, generator: Any, nb_epochs: int = 150, verbose: bool = True, **options: Any) -> list:
+    def fit_generator(
+        self,
+        generator: Any,
+        nb_epochs: int = 150,
+        verbose: bool = True,
+        scheduler: Any = None,
+        validation_data: tuple[Any, Any] | None = None,
+        **options: Any,
+    ) -> list:
         """Train from an ART ``PyTorchDataGenerator`` whose loader yields ``(x, y, soft_labels)`` batches.
 
-        For data too large for memory (ImageNet); ``options`` are those of :meth:`fit`.
+        For data too large for memory (ImageNet); the other arguments are those of :meth:`fit`.
         """
         return train_estimator(self._classifier, CATRS, self.hyperparameters, loader_data(generator), nb_epochs,
-                               generator.batch_size, verbose, self.seed, options)
+                               generator.batch_size, verbose, self.seed, options, scheduler=scheduler,
+                               validation_data=validation_data)
 
     def teacher_soft_labels(
         self, teacher: PyTorchRandomizedSmoothing | nn.Module, x: np.ndarray, samples: int, verbose: bool
@@ -167,6 +187,7 @@ class CATRSTrainer(Trainer):
                 f"teacher must be an ART PyTorchRandomizedSmoothing estimator or a torch.nn.Module, got "
                 f"{type(teacher).__name__}"
             )
-        return smoothed_soft_labels(module, np.asarray(x, dtype=np.float32), self._classifier.nb_classes,
+        inputs = checked_inputs(x, "x", self._classifier.input_shape, self._classifier.clip_values)
+        return smoothed_soft_labels(module, inputs, self._classifier.nb_classes,
                                     sigma=sigma, n=check_positive_int(samples, "teacher_samples"),
                                     seed=self.seed, progress=verbose)

@@ -1,13 +1,21 @@
-"""Readers of the data sets' published on-disk formats (no downloads, numpy out).
+"""Readers of the data sets' published on-disk formats (no downloads).
 
-Signatures follow ``robustbench.data`` (``n_examples``, ``data_dir``, ``severity``,
-``corruptions``, ``shuffle``); :mod:`catrs_adapters.datasets` registers them as datasets.
+Two families read the same files:
+
+* RobustBench drop-ins, with ``robustbench.data``'s names, arguments, defaults and torch
+  tensors: :func:`load_cifar10`, :func:`load_cifar100`, :func:`load_cifar10c`,
+  :func:`load_imagenet` (see :mod:`catrs_adapters.data.robustbench_loaders`);
+* numpy readers (ART's convention), behind the datasets :mod:`catrs_adapters.datasets`
+  registers: :func:`read_cifar10`, :func:`read_cifar100`, :func:`read_corruption`,
+  :func:`read_imagenet`, :func:`load_mnist` (RobustBench has no MNIST loader), and the
+  single-file readers :func:`read_cifar_batch` and :func:`read_idx`.
 """
 
-from catrs_adapters.data.cifar import load_cifar10, load_cifar100, read_cifar_batch
-from catrs_adapters.data.cifar10c import CORRUPTIONS, SEVERITIES, load_cifar10c, read_corruption
-from catrs_adapters.data.imagenet import load_imagenet
+from catrs_adapters.data.cifar import read_cifar10, read_cifar100, read_cifar_batch
+from catrs_adapters.data.cifar10c import CORRUPTIONS, SEVERITIES, read_corruption
+from catrs_adapters.data.imagenet import read_imagenet
 from catrs_adapters.data.mnist import load_mnist, read_idx
+from catrs_adapters.data.robustbench_loaders import load_cifar10, load_cifar10c, load_cifar100, load_imagenet
 
 __all__ = [
     "CORRUPTIONS",
@@ -17,7 +25,10 @@ __all__ = [
     "load_cifar10c",
     "load_imagenet",
     "load_mnist",
+    "read_cifar10",
+    "read_cifar100",
     "read_cifar_batch",
     "read_corruption",
     "read_idx",
+    "read_imagenet",
 ]

@@ -65,18 +65,35 @@ def read_cifar_batch(path: str | os.PathLike, label_key: str) -> tuple[np.ndarra
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _load(folder: Path, files: tuple[str, ...], label_key: str, name: str, url: str, n_examples: int | None):
+def read_cifar_split(
+    folder: Path, files: tuple[str, ...], label_key: str, name: str, url: str, n_examples: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n_examples`` images of ``files`` in order, as ``(x uint8 (n, 3, 32, 32), y int64 (n,))``."""
     parts = [read_cifar_batch(require_file(folder / file, name, url), label_key) for file in files]
-    x = np.concatenate([p[0] for p in parts])
-    y = np.concatenate([p[1] for p in parts])
-    x, y = take(x, y, n_examples)
-    return (x.astype(np.float32) / 255.0), y
+    return take(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), n_examples)
 
 
-def load_cifar10(
+def cifar10_split(split: str, data_dir: str | os.PathLike | None, n_examples: int | None):
+    """CIFAR-10's ``split`` as uint8 images and int64 labels (see :func:`read_cifar_split`)."""
+    check_choice(split, tuple(_CIFAR10_FILES), "split")
+    folder = data_root(data_dir) / "cifar-10-batches-py"
+    return read_cifar_split(folder, _CIFAR10_FILES[split], "labels", "CIFAR-10", CIFAR10_URL, n_examples)
+
+
+def cifar100_split(split: str, data_dir: str | os.PathLike | None, n_examples: int | None):
+    """CIFAR-100's ``split`` (fine labels) as uint8 images and int64 labels."""
+    check_choice(split, tuple(_CIFAR100_FILES), "split")
+    folder = data_root(data_dir) / "cifar-100-python"
+    return read_cifar_split(folder, _CIFAR100_FILES[split], "fine_labels", "CIFAR-100", CIFAR100_URL, n_examples)
+
+
+def read_cifar10(
     n_examples: int | None = None, data_dir: str | os.PathLike | None = None, split: str = "test"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 (``robustbench.data.load_cifar10``'s signature, plus ``split``).
+    """CIFAR-10 as numpy arrays, the reader of the registered ``cifar10`` dataset.
+
+    For RobustBench's ``load_cifar10`` (torch tensors, ``transforms_test``) see
+    :func:`~catrs_adapters.data.robustbench_loaders.load_cifar10`.
 
     Returns
     -------
@@ -85,15 +102,13 @@ def load_cifar10(
     y : numpy.ndarray
         ``(n,)`` int64 in 0..9.
     """
-    check_choice(split, tuple(_CIFAR10_FILES), "split")
-    folder = data_root(data_dir) / "cifar-10-batches-py"
-    return _load(folder, _CIFAR10_FILES[split], "labels", "CIFAR-10", CIFAR10_URL, n_examples)
+    x, y = cifar10_split(split, data_dir, n_examples)
+    return x.astype(np.float32) / 255.0, y
 
 
-def load_cifar100(
+def read_cifar100(
     n_examples: int | None = None, data_dir: str | os.PathLike | None = None, split: str = "test"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-100 with its 100 fine labels (``robustbench.data.load_cifar100``'s signature, plus ``split``)."""
-    check_choice(split, tuple(_CIFAR100_FILES), "split")
-    folder = data_root(data_dir) / "cifar-100-python"
-    return _load(folder, _CIFAR100_FILES[split], "fine_labels", "CIFAR-100", CIFAR100_URL, n_examples)
+    """CIFAR-100 with its 100 fine labels as numpy arrays (as :func:`read_cifar10`)."""
+    x, y = cifar100_split(split, data_dir, n_examples)
+    return x.astype(np.float32) / 255.0, y

@@ -38,6 +38,33 @@ def cifar10c_dir(data_dir: str | os.PathLike | None) -> Path:
     return data_root(data_dir) / "CIFAR-10-C"
 
 
+def corruption_arrays(corruption: str, data_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """One corruption file as stored: ``(labels, images, rows per severity)``.
+
+    ``labels`` is ``labels.npy`` in its own dtype (uint8 in the published files), ``images``
+    the ``(5 * rows, 32, 32, 3)`` uint8 array, memory-mapped.
+    """
+    check_choice(corruption, CORRUPTIONS, "corruption")
+    folder = cifar10c_dir(data_dir)
+    labels = load_npy(require_file(folder / "labels.npy", "CIFAR-10-C", CIFAR10C_URL), "CIFAR-10-C labels")
+    images = load_npy(require_file(folder / f"{corruption}.npy", "CIFAR-10-C", CIFAR10C_URL), "CIFAR-10-C images",
+                      mmap_mode="r")
+    if labels.ndim != 1 or len(labels) % len(SEVERITIES) or images.shape != (len(labels), 32, 32, 3) \
+            or images.dtype != np.uint8:
+        raise ValueError(
+            f"CIFAR-10-C: {str(folder / (corruption + '.npy'))!r} must hold (n, 32, 32, 3) uint8 images with n = "
+            f"len(labels.npy) = 5 x rows per severity, got {images.dtype} {images.shape} and {len(labels)} labels"
+        )
+    return labels, images, len(labels) // len(SEVERITIES)
+
+
+def severity_block(severity: int, per_severity: int) -> np.ndarray:
+    """Row indices of ``severity`` (1 to 5) in a corruption file."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must lie in 1..5, got {severity!r}")
+    return np.arange((severity - 1) * per_severity, severity * per_severity)
+
+
 def read_corruption(
     corruption: str, data_dir: str | os.PathLike | None = None, severities: Sequence[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,48 +88,10 @@ def read_corruption(
     rows : numpy.ndarray
         ``(n,)`` int64 row indices in the whole file (``(severity - 1) * 10,000 + i``).
     """
-    check_choice(corruption, CORRUPTIONS, "corruption")
     chosen = SEVERITIES if severities is None else tuple(severities)
     if not chosen or any(severity not in SEVERITIES for severity in chosen):
         raise ValueError(f"severities must lie in 1..5, got {list(chosen)}")
-    folder = cifar10c_dir(data_dir)
-    labels = load_npy(require_file(folder / "labels.npy", "CIFAR-10-C", CIFAR10C_URL), "CIFAR-10-C labels")
-    images = load_npy(require_file(folder / f"{corruption}.npy", "CIFAR-10-C", CIFAR10C_URL), "CIFAR-10-C images",
-                      mmap_mode="r")
-    if labels.ndim != 1 or len(labels) % len(SEVERITIES) or images.shape != (len(labels), 32, 32, 3) or images.dtype != np.uint8:
-        raise ValueError(
-            f"CIFAR-10-C: {str(folder / (corruption + '.npy'))!r} must hold (n, 32, 32, 3) uint8 images with n = "
-            f"len(labels.npy) = 5 x rows per severity, got {images.dtype} {images.shape} and {len(labels)} labels"
-        )
-    per_severity = len(labels) // len(SEVERITIES)
-    rows = np.concatenate([np.arange((s - 1) * per_severity, s * per_severity) for s in sorted(set(chosen))])
+    labels, images, per_severity = corruption_arrays(corruption, data_dir)
+    rows = np.concatenate([severity_block(s, per_severity) for s in sorted(set(chosen))])
     x = np.transpose(np.asarray(images[rows]), (0, 3, 1, 2)).astype(np.float32) / 255.0
     return x, labels[rows].astype(np.int64), rows
-
-
-def load_cifar10c(
-    n_examples: int,
-    severity: int = 5,
-    data_dir: str | os.PathLike | None = None,
-    shuffle: bool = False,
-    corruptions: Sequence[str] = CORRUPTIONS,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``robustbench.data.load_cifar10c`` on local files, returning numpy arrays.
-
-    Takes the first ``ceil(n_examples / len(corruptions))`` images of each corruption at
-    ``severity``, concatenates them in the order of ``corruptions``, optionally shuffles, and
-    keeps ``n_examples``. Deviations from RobustBench: numpy arrays instead of tensors, a
-    missing file is an error instead of a download, and ``shuffle`` uses
-    ``numpy.random.default_rng(seed)`` instead of the global random state.
-    """
-    if n_examples < 1:
-        raise ValueError(f"n_examples must be an integer >= 1, got {n_examples}")
-    per_corruption = -(-n_examples // len(corruptions))
-    parts = [read_corruption(c, data_dir, (severity,))[:2] for c in corruptions]
-    x = np.concatenate([p[0][:per_corruption] for p in parts])
-    y = np.concatenate([p[1][:per_corruption] for p in parts])
-    if shuffle:
-        order = np.random.default_rng(seed).permutation(len(x))
-        x, y = x[order], y[order]
-    return x[:n_examples], y[:n_examples]

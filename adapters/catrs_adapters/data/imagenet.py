@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -88,11 +89,16 @@ class ImageFolderArray:
 
     @staticmethod
     def _decode(path: Path) -> np.ndarray:
-        with Image.open(require_file(path, "ImageNet", IMAGENET_URL)) as image:
-            return PREPROCESS(image.convert("RGB")).numpy()
+        return decode_image(path).numpy()
 
 
-def load_imagenet(
+def decode_image(path: Path, transform: Callable[[Image.Image], Any] = PREPROCESS) -> Any:
+    """One image file, converted to RGB (as ``ImageFolder`` and RobustBench load it) and passed to ``transform``."""
+    with Image.open(require_file(path, "ImageNet", IMAGENET_URL)) as image:
+        return transform(image.convert("RGB"))
+
+
+def read_imagenet(
     n_examples: int | None = None,
     data_dir: str | os.PathLike | None = None,
     image_set: str = "all",
@@ -100,7 +106,10 @@ def load_imagenet(
     seed: int = 0,
     lazy: bool = False,
 ) -> tuple[np.ndarray | ImageFolderArray, np.ndarray]:
-    """ImageNet validation images (``robustbench.data.load_imagenet`` with a choice of image set).
+    """ImageNet validation images as numpy arrays, the reader of the registered ``imagenet`` dataset.
+
+    For RobustBench's ``load_imagenet`` (torch tensors, 5,000 images by default,
+    ``transforms_test``) see :func:`~catrs_adapters.data.robustbench_loaders.load_imagenet`.
 
     Float32 images take 0.6 MB each: decoding the 50,000 images of ``image_set="all"`` at once
     needs 30 GB of memory, so the registered ``imagenet`` dataset loads lazily.
