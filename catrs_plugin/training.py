@@ -388,7 +388,8 @@ def _provenance(
     if isinstance(data, TensorData):
         identity = provenance.digest(data.x, data.y, data.soft)
     else:
-        identity = f"{type(data.loader).__name__} of {len(data.loader) if hasattr(data.loader, '__len__') else '?'} batches"
+        batches = len(data.loader) if hasattr(data.loader, "__len__") else "?"
+        identity = f"{type(data.loader).__name__} of {batches} batches"
     optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop", "amp",
                     "channels_last", "compile")
     return {**dict(checkpoint_fields or {}), "method": method.name, "hyperparameters": dict(hyperparameters),

@@ -64,7 +64,8 @@ def test_merge_refuses_shards_of_other_runs_and_records_the_merged_file(tmp_path
     assert merge_shards(out) == 2
     assert provenance.read_record(out) == provenance.read_record(shard_path(out, 0))
     _write(shard_path(out, 1), "1\t3\t3\t0.25\t1\t0:00:02", settings={"model": "m", "sigma": 0.5})
-    with pytest.raises(ProvenanceError, match=r"out.tsv.rank1' comes from another run than .*rank0' \(sigma 0.25 in the first shard, 0.5 in this one\)"):
+    with pytest.raises(ProvenanceError, match=r"out.tsv.rank1' comes from another run than .*rank0' "
+                                              r"\(sigma 0.25 in the first shard, 0.5 in this one\)"):
         merge_shards(out)
     provenance.sidecar(shard_path(out, 1)).unlink()
     with pytest.raises(ProvenanceError, match="rank1' exists but nothing records which run produced it"):

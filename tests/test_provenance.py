@@ -56,7 +56,8 @@ def test_issue_scenario_a_cut_file_is_not_continued_with_another_model_and_setti
                  "--max", "14", "--quiet", "--device", "cpu"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("catrs certify: error: result file")
-    for difference in ("model was sha256 ", "sigma was 0.25, now 0.5", "N was 200, now 100", "alpha was 0.001, now 0.1"):
+    for difference in ("model was sha256 ", "sigma was 0.25, now 0.5", "N was 200, now 100",
+                       "alpha was 0.001, now 0.1"):
         assert difference in error
     assert "pass --restart to start afresh, or choose another output path" in error
     assert mix.read_bytes() == before  # nothing appended

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="corruptions to certify (default: all 15)")
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), metavar="S",
                         help="severities 1..5 to certify (default: all)")
-    parser.add_argument("--skip", type=positive_int, default=100, help="certify every skip-th row (default: 100, as the paper)")
+    parser.add_argument("--skip", type=positive_int, default=100,
+                        help="certify every skip-th row (default: 100, as the paper)")
     parser.add_argument("--max", type=int, default=-1, help="stop before this row index (default: -1, all)")
     parser.add_argument("--N0", type=positive_int, default=100, help="selection samples (default: 100)")
     parser.add_argument("--N", type=positive_int, default=100_000, help="estimation samples (default: 100000)")

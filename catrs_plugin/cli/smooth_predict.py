@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: 0.25, as in the paper)")
     parser.add_argument("--N", type=positive_int, default=10_000, help="noisy samples per example (default: 10000)")
     parser.add_argument("--split", default="train", help="dataset split (default: train)")
-    parser.add_argument("--batch", type=positive_int, default=1000, help="noisy samples per forward batch (default: 1000)")
+    parser.add_argument("--batch", type=positive_int, default=1000,
+                        help="noisy samples per forward batch (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
     parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                         help="run the classifier under autocast in this precision (default: fp32)")

@@ -49,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher", default=None,
                         help="checkpoint whose smoothed predictions become the soft labels (instead of --soft-labels)")
     parser.add_argument("--teacher-sigma", type=float, default=0.25, help="teacher noise level (default: 0.25)")
-    parser.add_argument("--teacher-samples", type=positive_int, default=10_000, help="samples per example (default: 10000)")
+    parser.add_argument("--teacher-samples", type=positive_int, default=10_000,
+                        help="samples per example (default: 10000)")
     parser.add_argument("--epochs", type=positive_int, default=150, help="epochs (default: 150)")
     parser.add_argument("--batch", type=positive_int, default=256, help="loader batch size (default: 256)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")

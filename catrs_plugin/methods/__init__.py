@@ -4,4 +4,6 @@ from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.catrs import CATRS, catrs_loss, worst_case_noise
 from catrs_plugin.methods.gaussian import GAUSSIAN, gaussian_loss
 
-__all__ = ["CATRS", "GAUSSIAN", "HyperParameter", "Method", "TrainBatch", "catrs_loss", "gaussian_loss", "worst_case_noise"]
+__all__ = [
+    "CATRS", "GAUSSIAN", "HyperParameter", "Method", "TrainBatch", "catrs_loss", "gaussian_loss", "worst_case_noise",
+]

@@ -118,7 +118,8 @@ def attack_to_file(
     outfile = Path(outfile)
     indices = np.asarray(indices, dtype=np.int64)
     examples = outfile.with_name(outfile.stem + ".npy")
-    settings = {"command": "art_l2_pgd", "model": provenance.weights_digest(model), "data": provenance.data_identity(x, y),
+    settings = {"command": "art_l2_pgd", "model": provenance.weights_digest(model),
+                "data": provenance.data_identity(x, y),
                 "indices": provenance.indices_record(indices), "sigma": float(sigma), "eps": float(eps),
                 "steps": steps, "attack_samples": attack_samples, "seed": seed}
     if provenance.reuse(examples, settings, what="adversarial examples"):

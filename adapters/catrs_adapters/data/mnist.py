@@ -46,7 +46,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file (header {raw[:4].hex()})")
     ndim = raw[3]
     if len(raw) < 4 + 4 * ndim:
-        raise ValueError(f"{str(path)!r}: IDX header declares {ndim} dimensions but the file ends after {len(raw)} bytes")
+        raise ValueError(
+            f"{str(path)!r}: IDX header declares {ndim} dimensions but the file ends after {len(raw)} bytes")
     shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != math.prod(shape):
