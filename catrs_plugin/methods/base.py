@@ -68,6 +68,10 @@ class Method:
         steps (the reference code does this for M-noise methods), or None for one step.
     description : str
         One line for ``catrs methods``.
+    training : mapping
+        ``{preset name: {TrainConfig field: value}}``: optimiser settings a preset brings where
+        the method's reference trains differently from the shared recipe (e.g. MACER's own
+        learning rate 0.01, weight decay 5e-4 and 440 epochs); see :meth:`train_settings`.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Method:
     needs_soft_labels: bool = False
     chunks: str | None = None
     description: str = ""
+    training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def hyperparameters(
         self, sigma: float | None = None, preset: str | None = None, **overrides: Any
@@ -110,6 +115,10 @@ class Method:
             params.update(table[float(sigma)])
         params.update(overrides)
         return params
+
+    def train_settings(self, preset: str | None) -> dict[str, Any]:
+        """The :class:`~catrs_plugin.training.TrainConfig` fields preset ``preset`` sets (empty if none)."""
+        return dict(self.training.get(preset, {})) if preset is not None else {}
 
     def compute_loss(self, model: nn.Module, batch: TrainBatch, hyperparameters: Mapping[str, Any]) -> torch.Tensor:
         """Call the loss, checking that soft labels are there when the method needs them."""
