@@ -45,17 +45,17 @@ LOADER_STREAM = 3
 class SeededDataset(Dataset):
     """A map-style dataset whose per-example random transform is seeded by ``(seed, epoch, index)``.
 
+    Each item is drawn inside ``torch.random.fork_rng`` with torch's generator seeded from
+    ``(seed, epoch, stream, index)``: the same in the main process and in any worker, and the
+    caller's random state is left as it was.
+
     Parameters
     ----------
     dataset : torch.utils.data.Dataset
         Yields ``(x, y)`` and draws its random transform from torch's global generator (as
         torchvision's transforms do).
     soft_labels : numpy.ndarray, optional
-        ``(len(dataset), C)``; items then are ``(x, y, soft_labels[index])``.
-
-    Each item is drawn inside ``torch.random.fork_rng`` with the generator seeded from
-    ``(seed, epoch, stream, index)``: the same in the main process and in any worker, and the
-    caller's random state is left as it was.
+        Shape ``(len(dataset), C)``; items are then ``(x, y, soft label row)``.
     """
 
     def __init__(self, dataset: Dataset, soft_labels: np.ndarray | None = None) -> None:

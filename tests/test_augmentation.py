@@ -108,3 +108,16 @@ def test_soft_labels_are_computed_on_one_augmented_view_as_in_the_reference(digi
     soft = training_soft_labels(teacher, spec, 0.25, 50, seed=3, n_examples=40)
     assert np.array_equal(soft, smoothed_soft_labels(teacher, views, 10, 0.25, 50, seed=3))
     assert not np.array_equal(soft, smoothed_soft_labels(teacher, x, 10, 0.25, 50, seed=3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_the_gpu_batches_are_crops_and_repeat_for_the_same_seed(digits):
+    x = torch.rand(64, 3, 6, 6, device="cuda")
+    out = RandomCropFlip(padding=2)(x, torch.Generator(device="cuda").manual_seed(1))
+    assert out.device.type == "cuda"
+    for image, result in zip(x.cpu(), out.cpu()):
+        assert sum(torch.equal(crop, result) for crop in crops_of(image, 2).values()) == 1
+    data = TensorData(digits[0][:100], digits[1][:100], augment=RandomCropFlip(padding=1)).to(torch.device("cuda"))
+    first = [b for b, _, _ in data.batches(1, 32, 7, torch.device("cuda"))]
+    again = [b for b, _, _ in data.batches(1, 32, 7, torch.device("cuda"))]
+    assert all(a.is_cuda and torch.equal(a, b) for a, b in zip(first, again))
