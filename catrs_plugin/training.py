@@ -126,6 +126,19 @@ class TrainingDiverged(ValueError):
     """The training loss of an epoch was not finite; the run stopped before saving that epoch."""
 
 
+def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which epoch ``epoch`` visits ``count`` examples (a permutation seeded by ``(seed, epoch)``)."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
+
+
+def rank_share(count: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s equal contiguous share of a batch of ``count`` (the remainder is dropped)."""
+    if world == 1:
+        return slice(None)
+    share = count // world
+    return slice(rank * share, (rank + 1) * share)
+
+
 class TensorData:
     """In-memory training data, reshuffled every epoch by a seeded generator.
 
@@ -168,17 +181,13 @@ class TensorData:
         the same number of steps) and this rank gets share ``rank``. The augmentation is drawn
         for the whole loader batch before it is cut, so every rank count sees the same images.
         """
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
-        order = torch.randperm(len(self.x), generator=generator)
+        order = epoch_order(len(self.x), seed, epoch)
         for number, start in enumerate(range(0, len(order), batch_size)):
             take = order[start : start + batch_size]
             x = self.x[take].to(device)
             if self.augment is not None:
                 x = self.augment(x, torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 2, number)))
-            keep = slice(None)
-            if world > 1:
-                share = len(take) // world
-                keep = slice(rank * share, (rank + 1) * share)
+            keep = rank_share(len(take), rank, world)
             soft = None if self.soft is None else self.soft[take[keep]].to(device)
             yield x[keep], self.y[take[keep]].to(device), soft
 
@@ -207,7 +216,10 @@ class LoaderData:
         order is reproducible and a resumed run sees the same order as an uninterrupted one.
         When its ``dataset`` has a ``set_epoch(seed, epoch)`` method (as the data sets of
         :mod:`catrs_plugin.training_data` do), it is called first, so that per-example random
-        augmentation drawn in worker processes is reproducible too.
+        augmentation drawn in worker processes is reproducible too. When its ``batch_sampler``
+        has a ``set_epoch(seed, epoch, rank, world)`` method
+        (:class:`catrs_plugin.training_data.EpochBatchSampler`), it is called instead of reseeding,
+        and it yields this rank's share of each batch only, so that no rank decodes the others' images.
         Its batch size is the loader's own; ``TrainConfig.batch_size`` does not apply.
     """
 
@@ -220,7 +232,11 @@ class LoaderData:
         """Yield ``(x, y, soft_labels or None)`` batches of one epoch on ``device``; with
         ``world > 1`` processes, rank ``rank`` takes its equal contiguous share of each batch."""
         sampler = getattr(self.loader, "sampler", None)
-        if isinstance(sampler, RandomSampler):
+        batch_sampler = getattr(self.loader, "batch_sampler", None)
+        sharded = callable(getattr(batch_sampler, "set_epoch", None))
+        if sharded:
+            batch_sampler.set_epoch(seed, epoch, rank, world)
+        elif isinstance(sampler, RandomSampler):
             sampler.generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
         dataset = getattr(self.loader, "dataset", None)
         if callable(getattr(dataset, "set_epoch", None)):
@@ -232,9 +248,8 @@ class LoaderData:
                     f"{type(batch).__name__} of length {len(batch) if isinstance(batch, (tuple, list)) else '?'}"
                 )
             x, y, soft = batch[0], batch[1], batch[2] if len(batch) == 3 else None
-            if world > 1:
-                share = len(x) // world
-                take = slice(rank * share, (rank + 1) * share)
+            if world > 1 and not sharded:
+                take = rank_share(len(x), rank, world)
                 x, y, soft = x[take], y[take], None if soft is None else soft[take]
             yield (
                 x.to(device, torch.float32, non_blocking=True),

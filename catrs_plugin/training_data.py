@@ -25,14 +25,14 @@ import os
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from catrs_plugin.augmentation import VIEW_STREAM, one_view
 from catrs_plugin.smoothing import Smooth, derive_seed, model_device
 from catrs_plugin.soft_labels import smoothed_soft_labels
 from catrs_plugin.specs import DatasetSpec
-from catrs_plugin.training import LoaderData, TensorData
+from catrs_plugin.training import LoaderData, TensorData, epoch_order, rank_share
 from catrs_plugin.validation import check_positive_int, check_soft_labels
 
 #: Data-loading worker processes for file-based training data (the reference's ``--workers`` default).
@@ -77,12 +77,44 @@ class SeededDataset(Dataset):
         return (x, y) if self.soft is None else (x, y, self.soft[index])
 
 
+class EpochBatchSampler(Sampler):
+    """Loader batches in the order :class:`~catrs_plugin.training.TensorData` uses, one rank's share each.
+
+    Epoch ``e`` visits the examples in the permutation seeded by ``(seed, e)``, cut into batches
+    of ``batch_size``; with ``world`` processes each rank gets its equal contiguous share of every
+    batch, so under ``torchrun`` every image is decoded by one rank only.
+    """
+
+    def __init__(self, count: int, batch_size: int) -> None:
+        self.count = count
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.seed, self.epoch, self.rank, self.world = 0, 0, 0, 1
+
+    def set_epoch(self, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
+        """Draw the next iteration's batches for ``(seed, epoch)``, rank ``rank`` of ``world``."""
+        self.seed, self.epoch, self.rank, self.world = int(seed), int(epoch), int(rank), int(world)
+
+    def __iter__(self):
+        order = epoch_order(self.count, self.seed, self.epoch)
+        for start in range(0, self.count, self.batch_size):
+            take = order[start : start + self.batch_size]
+            take = take[rank_share(len(take), self.rank, self.world)]
+            if len(take):  # a last batch smaller than the number of ranks gives every rank nothing
+                yield take.tolist()
+
+    def __len__(self) -> int:
+        return -(-self.count // self.batch_size)
+
+
 def loader_of(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, pin_memory: bool) -> DataLoader:
-    """A ``DataLoader`` over ``dataset`` with its own generator (the global random state is not consumed)."""
+    """A ``DataLoader`` over ``dataset``: shuffled by an :class:`EpochBatchSampler`, or in order.
+
+    It has its own generator, so iterating it leaves the global random state alone.
+    """
     check_positive_int(batch_size, "batch_size")
     check_positive_int(workers, "workers", minimum=0)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, pin_memory=pin_memory,
-                      generator=torch.Generator())
+    batching = {"batch_sampler": EpochBatchSampler(len(dataset), batch_size)} if shuffle else {"batch_size": batch_size}
+    return DataLoader(dataset, num_workers=workers, pin_memory=pin_memory, generator=torch.Generator(), **batching)
 
 
 def training_data(
@@ -184,4 +216,5 @@ def training_soft_labels(
     return np.concatenate(parts)
 
 
-__all__ = ["DEFAULT_WORKERS", "SeededDataset", "loader_of", "training_data", "training_soft_labels"]
+__all__ = ["DEFAULT_WORKERS", "EpochBatchSampler", "SeededDataset", "loader_of", "training_data",
+           "training_soft_labels"]

@@ -80,6 +80,16 @@ def test_loader_batches_do_not_depend_on_the_workers_and_repeat_when_resumed(ima
     assert not torch.equal(serial[0][0], later[0][0])
 
 
+def test_under_torchrun_each_rank_reads_only_its_share_of_every_batch(imagenet_dir):
+    data = training_data(get_registry().dataset("imagenet"), imagenet_dir, batch_size=6, workers=0, pin_memory=False)
+    cpu = torch.device("cpu")
+    whole = list(data.batches(1, 6, 3, cpu))
+    ranks = [list(data.batches(1, 6, 3, cpu, rank=rank, world=2)) for rank in (0, 1)]
+    assert [len(x) for x, _, _ in whole] == [6, 6] and [len(x) for x, _, _ in ranks[0]] == [3, 3]
+    for (x, y, _), (x0, y0, _), (x1, y1, _) in zip(whole, *ranks):
+        assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+
+
 def test_soft_labels_come_from_one_random_view_of_each_training_image(imagenet_dir, tiny_arch):
     registry = get_registry()
     spec = registry.dataset("imagenet")
@@ -93,6 +103,7 @@ def test_soft_labels_come_from_one_random_view_of_each_training_image(imagenet_d
     assert np.array_equal(soft, smoothed_soft_labels(teacher, x, 1000, 0.25, 16, seed=4))
 
 
+@pytest.mark.slow
 def test_catrs_imagenet_recipe_trains_and_certifies(imagenet_dir, tiny_arch, tmp_path, capsys):
     out = tmp_path / "eval-imagenet"
     args = ["compare", "--dataset", "imagenet", "--methods", "catrs", "--sigma", "1.0", "--preset", "imagenet",
