@@ -2,7 +2,7 @@
 
 A checkpoint is a dict of tensors and plain values, like the reference code's
 ``{'epoch', 'arch', 'state_dict', 'optimizer'}``; ours adds ``dataset``, ``method``,
-``hyperparameters``, ``sigma``, ``scheduler`` and ``history``. The model it describes is
+``hyperparameters``, ``sigma`` and ``history``. The model it describes is
 ``Sequential(NormalizeLayer, network)``.
 
 Checkpoints written by the reference training scripts (Cohen et al.'s and CAT-RS's) load

@@ -1,11 +1,17 @@
-"""Side-by-side comparison of training methods (``catrs compare``).
+"""Side-by-side comparison of training methods (``catrs compare``): the paper's table in one command.
 
-Every method is trained from the same initialisation with the same data order, noise seeds
-and budget, then certified on the same examples with the same CERTIFY settings and noise;
-CAT-RS's soft labels come from one Gaussian teacher at sigma = 0.25, trained once (at
-sigma = 0.25 it *is* the Gaussian run) and cached with its smoothed predictions. Everything is
-resumable: a rerun reuses finished checkpoints, soft labels, result rows and adversarial
-examples, and only the summary files are rewritten.
+Every method is trained at every requested noise level from the same initialisation with the
+same data order, augmentation, noise seeds and budget, then certified on the same examples
+with the same CERTIFY settings and noise. CAT-RS's soft labels come from one Gaussian teacher
+at sigma = 0.25, trained once (at sigma = 0.25 it *is* the Gaussian run) and cached with its
+smoothed predictions. Where a method's reference trains with other optimiser settings, its
+preset says so (:attr:`catrs_plugin.methods.Method.training`, e.g. MACER's own learning rate).
+
+The runs are independent jobs (:mod:`catrs_plugin.runners`): one after the other in this
+process, spread over several GPUs with several runs per GPU, or submitted to Slurm through
+``submitit``. Each job resumes from its own files, and the summaries are merged once every
+job has finished. A run that collapsed (non-finite or diverging loss, one class predicted;
+:mod:`catrs_plugin.collapse`) is not certified and is reported as collapsed in the tables.
 
 Output directory::
 
@@ -16,35 +22,36 @@ Output directory::
     noise_<sigma>/certify/<method>.tsv               Cohen-format CERTIFY rows
     noise_<sigma>/empirical/<method>_eps_<eps>.tsv   PREDICT rows on ART L2-PGD examples (``attack_eps``)
     noise_<sigma>/summary.md, summary.csv, summary.json, certified_accuracy.png
+    summary.md, summary.csv            every noise level in one table (the paper's layout)
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import write_atomic
 from catrs_plugin.certification import certify_to_file, select_indices
 from catrs_plugin.checkpoint import read_checkpoint
+from catrs_plugin.collapse import diagnose, loss_problem
+from catrs_plugin.compare_summary import check_settings, merge_summaries
 from catrs_plugin.methods.base import Method
 from catrs_plugin.methods.smoothed import QUICK_EPOCHS
-from catrs_plugin.metrics import default_radii, format_radius, summarize
+from catrs_plugin.metrics import format_radius
+from catrs_plugin.reading import load_npy
 from catrs_plugin.registry import Registry, get_registry
-from catrs_plugin.report import render_table
-from catrs_plugin.results import CertifyResults, predict_accuracy, read_certify_results
-from catrs_plugin.soft_labels import read_soft_labels, soft_labels_to_file
-from catrs_plugin.specs import DatasetSpec
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.results import predict_accuracy
+from catrs_plugin.runners import InProcess, Job, run_jobs
+from catrs_plugin.training import TrainConfig, TrainingDiverged, train
+from catrs_plugin.training_data import DEFAULT_WORKERS, training_data, training_soft_labels_to_file
 from catrs_plugin.validation import check_alpha, check_positive_int, check_sigma
+
+logger = logging.getLogger(__name__)
 
 #: Noise level of the Gaussian teacher whose smoothed predictions are CAT-RS's soft labels.
 TEACHER_SIGMA = 0.25
@@ -52,12 +59,12 @@ TEACHER_SIGMA = 0.25
 #: Registered attack behind ``attack_eps``: ART's L2 PGD on the smoothed classifier.
 ATTACK = "art_l2_pgd"
 
-#: Radius step of the summary's certified-accuracy columns.
-RADIUS_STEP = 0.25
-
 #: Noisy samples per forward pass when certifying on the CPU: for small inputs (digits) larger
 #: batches than :data:`catrs_plugin.smoothing.CPU_AUTO_BATCH` are several times faster.
 CPU_CERTIFY_BATCH = 10_000
+
+#: Budget fields that are :class:`~catrs_plugin.training.TrainConfig` fields too.
+TRAIN_FIELDS = ("epochs", "batch_size", "lr", "lr_step_size")
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,9 @@ class Budget:
     Attributes
     ----------
     epochs, batch_size, lr, lr_step_size
-        SGD training (momentum 0.9, weight decay 1e-4, learning rate x0.1 every ``lr_step_size``).
+        SGD training (momentum 0.9, weight decay 1e-4, learning rate x0.1 every ``lr_step_size``
+        epochs as the reference's ``scheduler.step(epoch)`` does). A method's preset may
+        replace them (:attr:`~catrs_plugin.methods.Method.training`), except the ``pinned`` ones.
     soft_samples : int
         Noise samples per training example for the teacher's soft labels.
     n0, n, alpha
@@ -80,6 +89,8 @@ class Budget:
     train_examples : int
         Train on the first ``train_examples`` examples of the training split only (-1: all);
         for smoke tests.
+    pinned : tuple of str
+        Fields set explicitly (``catrs compare --epochs`` ...), which methods' presets keep.
     """
 
     epochs: int
@@ -95,6 +106,7 @@ class Budget:
     attack_steps: int = 10
     attack_samples: int = 32
     train_examples: int = -1
+    pinned: tuple[str, ...] = ()
 
     def validate(self) -> "Budget":
         """Raise ``ValueError`` naming the first setting out of range; return self."""
@@ -102,22 +114,34 @@ class Budget:
                      "attack_samples"):
             check_positive_int(getattr(self, name), name)
         check_alpha(self.alpha)
+        unknown = sorted(set(self.pinned) - set(TRAIN_FIELDS))
+        if unknown:
+            raise ValueError(f"pinned names {unknown}, which are not training settings; valid: {TRAIN_FIELDS}")
         return self
+
+    def train_settings(self, method_settings: Mapping[str, Any]) -> dict[str, Any]:
+        """TrainConfig fields of one run: this budget's, then the method preset's unless pinned."""
+        settings: dict[str, Any] = {name: getattr(self, name) for name in TRAIN_FIELDS}
+        settings.update({key: value for key, value in method_settings.items() if key not in self.pinned})
+        return settings
 
 
 #: ``paper``: the CIFAR-10 recipe of the CAT-RS paper. ``quick``: minutes on a CPU for small data
-#: (the methods' ``quick`` presets scale their epoch schedules to the same length).
+#: (the methods' ``quick`` presets scale their epoch schedules to the same length). ``imagenet``:
+#: the paper's ImageNet recipe (ResNet-50, 90 epochs, every 100th validation image certified).
 BUDGETS = {
     "paper": Budget(epochs=150, batch_size=256, lr=0.1, lr_step_size=50, soft_samples=10_000, n0=100, n=100_000,
                     alpha=0.001),
     "quick": Budget(epochs=QUICK_EPOCHS, batch_size=256, lr=0.1, lr_step_size=QUICK_EPOCHS // 3, soft_samples=1_000,
                     n0=100, n=10_000, alpha=0.001, skip=2),
+    "imagenet": Budget(epochs=90, batch_size=256, lr=0.1, lr_step_size=30, soft_samples=10_000, n0=100, n=100_000,
+                       alpha=0.001, skip=100),
 }
 
 
 @dataclass
 class MethodOutcome:
-    """What :func:`run_comparison` did and found for one method."""
+    """What :func:`run_comparison` did and found for one method at one noise level."""
 
     name: str
     summary: dict[str, Any]
@@ -125,19 +149,60 @@ class MethodOutcome:
     rows_certified: int = 0
     rows_attacked: int = 0
 
+    @property
+    def collapsed(self) -> str | None:
+        """Why the run counts as collapsed (it was then not certified), or None."""
+        return self.summary.get("collapsed")
+
 
 @dataclass
 class Comparison:
-    """Result of :func:`run_comparison`: one outcome per method and the files written."""
+    """The methods at one noise level: one outcome per method and the files written."""
 
     directory: Path
-    radii: list[float]
+    sigma: float
+    radii: list[float] = field(default_factory=list)
     outcomes: list[MethodOutcome] = field(default_factory=list)
     soft_labels_computed: bool = False
 
     @property
     def summaries(self) -> list[dict[str, Any]]:
         return [outcome.summary for outcome in self.outcomes]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Settings every job of one comparison shares (picklable, for worker processes and Slurm jobs)."""
+
+    dataset: str
+    arch: str
+    data_dir: str | None
+    output: str
+    preset: str
+    budget: Budget
+    seed: int
+    attack_eps: tuple[float, ...] = ()
+    certify_batch: int | str | None = None
+    workers: int = DEFAULT_WORKERS
+    fast: bool = False
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the table: a method at a noise level, with its resolved settings."""
+
+    method: str
+    sigma: float
+    preset: str | None
+    hyperparameters: dict[str, Any]
+    train: dict[str, Any]
+
+    def checkpoint(self, output: str | os.PathLike) -> Path:
+        return checkpoint_path(Path(output), self.method, self.sigma)
+
+    def directory(self, output: str | os.PathLike) -> Path:
+        return Path(output) / f"noise_{self.sigma}"
 
 
 def parse_methods(text: str, registry: Registry) -> list[Method]:
@@ -162,7 +227,23 @@ def parse_floats(text: str, name: str) -> list[float]:
         raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
     if not values or any(not v > 0 for v in values):
         raise ValueError(f"{name} must be comma-separated numbers > 0, got {text!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} names a value twice: {text!r}")
     return values
+
+
+def parse_method_presets(pairs: Sequence[str], registry: Registry) -> dict[str, str]:
+    """``["macer=original"]`` -> ``{"macer": "original"}``, checking that each method has that preset."""
+    chosen: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, preset = pair.partition("=")
+        if not sep or not name or not preset:
+            raise ValueError(f"--method-preset takes METHOD=PRESET, e.g. macer=original, got {pair!r}")
+        method = registry.method(name)
+        if preset not in method.presets:
+            raise ValueError(f"method {name!r} has no preset {preset!r}; valid: {', '.join(sorted(method.presets))}")
+        chosen[name] = preset
+    return chosen
 
 
 def method_hyperparameters(method: Method, sigma: float, preset: str) -> tuple[str | None, dict[str, Any]]:
@@ -176,184 +257,10 @@ def method_hyperparameters(method: Method, sigma: float, preset: str) -> tuple[s
     return None, method.hyperparameters()
 
 
-def run_comparison(
-    dataset: str,
-    methods: Sequence[Method],
-    sigma: float,
-    output: str | os.PathLike,
-    preset: str = "quick",
-    budget: Budget | None = None,
-    *,
-    arch: str | None = None,
-    data_dir: str | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    certify_batch: int | str | None = None,
-    attack_eps: Sequence[float] = (),
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-    fast: bool = False,
-) -> Comparison:
-    """Train, certify (and optionally attack) every method under identical settings; write the summary.
-
-    Parameters
-    ----------
-    dataset : str
-        Registered dataset (its ``train`` split trains, its ``test`` split is certified).
-    methods : sequence of Method
-        Methods to compare (see :func:`parse_methods`).
-    sigma : float
-        Noise level of training and certification.
-    output : path
-        Output directory (see the module docstring); rerunning with the same one resumes.
-    preset : {"paper", "quick"}
-        Budget (:data:`BUDGETS`) and method preset; a method without that preset at ``sigma``
-        uses its ``paper`` preset, else its defaults.
-    budget : Budget, optional
-        Overrides the preset's budget (e.g. tiny settings in tests).
-    arch : str, optional
-        Registered architecture (default: the dataset's).
-    data_dir : str, optional
-        Where file-based datasets live.
-    seed : int
-        Seed of initialisation, data order, training noise and certification noise.
-    device : torch.device or str
-        Where to train and certify.
-    certify_batch : int or "auto", optional
-        Noisy samples per forward pass in certification (results do not depend on it);
-        default: ``"auto"`` on CUDA, :data:`CPU_CERTIFY_BATCH` on the CPU.
-    fast : bool
-        Certify on the fast path of :class:`~catrs_plugin.smoothing.Smooth` (``fast=True``).
-    attack_eps : sequence of float
-        L2 radii of ART's PGD attack on the smoothed classifier; the empirical accuracy of each
-        method's smoothed classifier (PREDICT on the adversarial example) is reported per radius.
-        The attack is the registered :data:`ATTACK` (the adapters register it; it needs ART).
-    progress : bool
-        Show progress bars.
-    log : callable
-        Receives one line per step (``print`` by default).
-    """
-    if preset not in BUDGETS:
-        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(BUDGETS))}")
-    sigma = check_sigma(sigma)
-    budget = (budget or BUDGETS[preset]).validate()
-    registry = get_registry()
-    spec = registry.dataset(dataset)
-    arch = arch or spec.default_arch
-    registry.model(arch)
-    if not methods:
-        raise ValueError("methods is empty; pass at least one registered method")
-    if attack_eps:
-        registry.attack(ATTACK)  # fail before training when no plugin provides the attack
-    device = torch.device(device)
-    if certify_batch is None:
-        certify_batch = "auto" if device.type == "cuda" else CPU_CERTIFY_BATCH
-    elif certify_batch != "auto":
-        check_positive_int(certify_batch, "certify_batch")
-    out = Path(output)
-    check_settings(out, {"dataset": dataset, "arch": arch, "preset": preset, "seed": seed,
-                         **{f"budget.{key}": value for key, value in asdict(budget).items()}})
-
-    x_train, y_train = spec.load("train", data_dir=data_dir)
-    if budget.train_examples >= 0:
-        x_train, y_train = x_train[: budget.train_examples], y_train[: budget.train_examples]
-    x_test, y_test = spec.load("test", data_dir=data_dir)
-    indices = select_indices(len(x_test), budget.skip, budget.max_examples)
-    log(f"{dataset}: {len(x_train)} training examples, {len(indices)} certified; sigma={sigma}, preset {preset}, "
-        f"{budget.epochs} epochs, N0={budget.n0} N={budget.n} alpha={budget.alpha}, device {device}")
-    context = _Context(registry, spec, arch, budget, seed, device, progress, log, x_train, y_train, x_test, y_test,
-                       indices, certify_batch, fast)
-
-    comparison = Comparison(out / f"noise_{sigma}", radii=[])
-    soft = None
-    if any(method.needs_soft_labels for method in methods):
-        soft, comparison.soft_labels_computed = teacher_soft_labels(context, out / "teacher")
-
-    certified: dict[str, CertifyResults] = {}
-    for method in methods:
-        outcome, certified[method.name] = evaluate_method(
-            context, method, sigma, preset, soft if method.needs_soft_labels else None,
-            checkpoint_path(out, method.name, sigma), comparison.directory, attack_eps,
-        )
-        comparison.outcomes.append(outcome)
-
-    largest = max(float(np.max(r.radius, initial=0.0)) for r in certified.values())
-    comparison.radii = default_radii(max(largest, 0.0), RADIUS_STEP)
-    for outcome in comparison.outcomes:
-        stats = summarize(certified[outcome.name], comparison.radii)
-        outcome.summary.update({
-            "n": stats["n"], "acr": stats["acr"], "certified_accuracy": stats["certified_accuracy"],
-            "abstain": stats["abstain"], "certify_seconds_per_example": stats["seconds_per_example"],
-        })
-    write_summary(comparison, certified, dataset, sigma, preset, budget, attack_eps)
-    return comparison
-
-
-@dataclass
-class _Context:
-    """What every step of one comparison shares."""
-
-    registry: Registry
-    spec: DatasetSpec
-    arch: str
-    budget: Budget
-    seed: int
-    device: torch.device
-    progress: bool
-    log: Callable[[str], None]
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    indices: np.ndarray
-    certify_batch: int | str
-    fast: bool = False
-
-
-def evaluate_method(
-    context: _Context, method: Method, sigma: float, preset: str, soft: np.ndarray | None, checkpoint: Path,
-    directory: Path, attack_eps: Sequence[float],
-) -> tuple[MethodOutcome, CertifyResults]:
-    """Train (or reuse) one method, certify it and, for each of ``attack_eps``, attack it; resumable."""
-    budget, spec, log = context.budget, context.spec, context.log
-    used_preset, hyperparameters = method_hyperparameters(method, sigma, preset)
-    log(f"[train] {method.name}: preset {used_preset}, {hyperparameters or '(no hyper-parameters)'}")
-    model, history, trained = train_method(context, method, hyperparameters, sigma, soft, checkpoint)
-    tsv = directory / "certify" / f"{method.name}.tsv"
-    log(f"[certify] {method.name}: {len(context.indices)} examples")
-    rows = certify_to_file(model, spec.num_classes, sigma, context.x_test, context.y_test, tsv, context.indices,
-                           n0=budget.n0, n=budget.n, alpha=budget.alpha, batch_size=context.certify_batch,
-                           seed=context.seed, fast=context.fast, progress=context.progress)
-    outcome = MethodOutcome(method.name, {
-        "method": method.name,
-        "paper": method.paper,
-        "preset": used_preset,
-        "hyperparameters": hyperparameters,
-        "epochs": len(history),
-        "train_seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
-        "certify_path": str(tsv),
-    }, epochs_trained=trained, rows_certified=rows)
-    for eps in attack_eps:
-        predictions = directory / "empirical" / f"{method.name}_eps_{eps}.tsv"
-        log(f"[attack] {method.name}: ART L2 PGD at eps={eps}, then PREDICT")
-        outcome.rows_attacked += get_registry().attack(ATTACK).to_file(
-            model, spec.num_classes, spec.input_shape, sigma, context.x_test, context.y_test, context.indices, eps,
-            predictions, steps=budget.attack_steps, attack_samples=budget.attack_samples, n=budget.n,
-            alpha=budget.alpha, batch_size=context.certify_batch, seed=context.seed, progress=context.progress,
-        )
-        outcome.summary.setdefault("empirical_accuracy", {})[format_radius(eps)] = predict_accuracy(predictions)
-    return outcome, read_certify_results(tsv)
-
-
-def check_settings(out: Path, settings: dict[str, Any]) -> None:
-    """Write ``settings.json`` on the first run; on later runs, refuse settings that differ."""
-    path = out / "settings.json"
-    if path.exists():
-        provenance.check(provenance.read_json(path, "comparison settings"), settings, out, "comparison folder",
-                         hint="pass another --output or the same settings")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+def plan_run(method: Method, sigma: float, preset: str, budget: Budget) -> Run:
+    """The settings ``method`` trains with at ``sigma`` under ``preset`` and ``budget``."""
+    used, hyperparameters = method_hyperparameters(method, sigma, preset)
+    return Run(method.name, sigma, used, hyperparameters, budget.train_settings(method.train_settings(used)))
 
 
 def checkpoint_path(out: Path, method: str, sigma: float) -> Path:
@@ -363,89 +270,254 @@ def checkpoint_path(out: Path, method: str, sigma: float) -> Path:
     return out / f"noise_{sigma}" / "checkpoints" / f"{method}.pt"
 
 
-def train_method(
-    context: _Context, method: Method, hyperparameters: dict[str, Any], sigma: float, soft: np.ndarray | None,
-    checkpoint: Path,
-) -> tuple[torch.nn.Module, list[dict[str, float]], int]:
-    """Train (or resume, or reuse) one method; returns the model, its history and the epochs run now."""
-    budget = context.budget
+def run_comparison(
+    dataset: str,
+    methods: Sequence[Method],
+    sigmas: float | Sequence[float],
+    output: str | os.PathLike,
+    preset: str = "quick",
+    budget: Budget | None = None,
+    *,
+    arch: str | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    runner: Any = None,
+    method_presets: Mapping[str, str] | None = None,
+    certify_batch: int | str | None = None,
+    attack_eps: Sequence[float] = (),
+    workers: int = DEFAULT_WORKERS,
+    fast: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = logger.info,
+) -> list[Comparison]:
+    """Train, certify (and optionally attack) every method at every noise level; write the summaries.
+
+    Parameters
+    ----------
+    dataset : str
+        Registered dataset (its training split trains, its ``test`` split is certified).
+    methods : sequence of Method
+        Methods to compare (see :func:`parse_methods`).
+    sigmas : float or sequence of float
+        Noise levels of training and certification.
+    output : path
+        Output directory (see the module docstring); rerunning with the same one resumes.
+    preset : {"paper", "quick", "imagenet"}
+        Budget (:data:`BUDGETS`) and method preset; a method without that preset at a sigma
+        uses its ``paper`` preset, else its defaults.
+    budget : Budget, optional
+        Overrides the preset's budget (e.g. tiny settings in tests).
+    arch : str, optional
+        Registered architecture (default: the dataset's).
+    data_dir : str, optional
+        Where file-based datasets live.
+    seed : int
+        Seed of initialisation, data order, augmentation, training noise and certification noise.
+    device : torch.device or str
+        Where to train and certify when no ``runner`` is given.
+    runner : InProcess, DevicePool or SubmititRunner, optional
+        Where the runs execute (:mod:`catrs_plugin.runners`; default: one after the other on
+        ``device``).
+    method_presets : mapping, optional
+        Method name to the preset it uses instead of ``preset`` (e.g. ``{"macer": "original"}``).
+    certify_batch : int or "auto", optional
+        Noisy samples per forward pass in certification and soft labels (results do not depend
+        on it); default: ``"auto"`` on CUDA, :data:`CPU_CERTIFY_BATCH` on the CPU.
+    attack_eps : sequence of float
+        L2 radii of ART's PGD attack on the smoothed classifier; the empirical accuracy of each
+        method's smoothed classifier (PREDICT on the adversarial example) is reported per radius.
+        The attack is the registered :data:`ATTACK` (the adapters register it; it needs ART).
+    workers : int
+        Data-loading worker processes for file-based datasets (ImageNet).
+    fast : bool
+        Certify on the fast path of :class:`~catrs_plugin.smoothing.Smooth` (``fast=True``);
+        each result file records it, so a rerun with the other setting is refused.
+    progress : bool
+        Show progress bars.
+    log : callable
+        Receives one line per step (default: INFO messages of this module's logger, which
+        ``catrs`` prints; from worker processes and cluster jobs they come through the
+        runner's logging instead).
+
+    Returns
+    -------
+    list of Comparison
+        One per noise level, in the order given.
+
+    Raises
+    ------
+    RuntimeError
+        When runs failed on a parallel runner (the others finished; rerun to resume).
+    """
+    if preset not in BUDGETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(BUDGETS))}")
+    sigma_list = [check_sigma(s) for s in ([sigmas] if isinstance(sigmas, (int, float)) else sigmas)]
+    if not sigma_list or len(set(sigma_list)) != len(sigma_list):
+        raise ValueError(f"sigmas must name each noise level once, got {sigmas!r}")
+    budget = (budget or BUDGETS[preset]).validate()
+    registry = get_registry()
+    spec = registry.dataset(dataset)
+    arch = arch or spec.default_arch
+    registry.model(arch)
+    if not methods:
+        raise ValueError("methods is empty; pass at least one registered method")
+    if attack_eps:
+        registry.attack(ATTACK)  # fail before training when no plugin provides the attack
+    if certify_batch is not None and certify_batch != "auto":
+        check_positive_int(certify_batch, "certify_batch")
+    presets = {method.name: (method_presets or {}).get(method.name, preset) for method in methods}
+    out = Path(output)
+    check_settings(out, {"dataset": dataset, "arch": arch, "preset": preset, "seed": seed,
+                         "method_presets": dict(sorted((method_presets or {}).items())),
+                         **{f"budget.{key}": value for key, value in asdict(budget).items()}})
+    plan = Plan(dataset, arch, data_dir, str(out), preset, budget, seed, tuple(attack_eps), certify_batch, workers,
+                fast, progress)
+    runs = {(method.name, sigma): plan_run(method, sigma, presets[method.name], budget)
+            for sigma in sigma_list for method in methods}
+    jobs: dict[Any, Job] = {}
+    needs_teacher = any(method.needs_soft_labels for method in methods)
+    if needs_teacher:
+        teacher = plan_run(registry.method("gaussian"), TEACHER_SIGMA, (method_presets or {}).get("gaussian", preset),
+                           budget)
+        jobs["teacher"] = Job(teacher_job, (plan, teacher))
+    for key, run in runs.items():
+        is_teacher = run.method == "gaussian" and run.sigma == TEACHER_SIGMA
+        waits = needs_teacher and (registry.method(run.method).needs_soft_labels or is_teacher)
+        jobs[key] = Job(evaluate_job, (plan, run), "teacher" if waits else None)
+    runner = runner or InProcess(device, log)
+    log(f"{dataset}: {len(methods)} method(s) at sigma {', '.join(map(str, sigma_list))}, preset {preset}, "
+        f"{budget.epochs} epochs, N0={budget.n0} N={budget.n} alpha={budget.alpha}; {len(runs)} runs on "
+        f"{runner.describe()}")
+    try:
+        results, failures = run_jobs(runner, jobs)
+    finally:
+        runner.close()
+    if failures:
+        lines = "; ".join(f"{key}: {type(error).__name__}: {error}" for key, error in failures.items())
+        raise RuntimeError(f"{len(failures)} run(s) failed ({lines}); the others finished. Rerun the same command to "
+                           "resume") from next(iter(failures.values()))
+    computed = bool(results.get("teacher", False))
+    comparisons = []
+    for sigma in sigma_list:
+        comparison = Comparison(out / f"noise_{sigma}", sigma, soft_labels_computed=computed)
+        for method in methods:
+            result = results[(method.name, sigma)]
+            comparison.outcomes.append(MethodOutcome(method.name, result["summary"], result["epochs_trained"],
+                                                     result["rows_certified"], result["rows_attacked"]))
+            if result["summary"]["collapsed"]:
+                log(f"WARNING: {method.name} at sigma {sigma} collapsed and is not certified: "
+                    f"{result['summary']['collapsed']}")
+        comparisons.append(comparison)
+    merge_summaries(out, comparisons, dataset, preset, budget, tuple(attack_eps))
+    return comparisons
+
+
+def _certify_batch(plan: Plan, device: torch.device) -> int | str:
+    if plan.certify_batch is not None:
+        return plan.certify_batch
+    return "auto" if device.type == "cuda" else CPU_CERTIFY_BATCH
+
+
+def train_run(
+    plan: Plan, run: Run, soft: np.ndarray | None, device: torch.device, log: Callable[[str], None]
+) -> tuple[torch.nn.Module, list[dict[str, float]], int, str | None]:
+    """Train (or resume, or reuse) one run.
+
+    Returns the model, its history, the epochs run now and, when the loss became non-finite,
+    why (the run then stopped there).
+    """
+    registry = get_registry()
+    spec, method = registry.dataset(plan.dataset), registry.method(run.method)
+    checkpoint = run.checkpoint(plan.output)
     before = int(read_checkpoint(checkpoint)["epoch"]) if checkpoint.exists() else 0
-    torch.manual_seed(context.seed)
-    model = context.registry.create_model(context.arch, context.spec.name).to(context.device)
-    config = TrainConfig(epochs=budget.epochs, batch_size=budget.batch_size, lr=budget.lr,
-                         lr_step_size=budget.lr_step_size, seed=context.seed, checkpoint=str(checkpoint),
-                         progress=context.progress)
+    torch.manual_seed(plan.seed)
+    model = registry.create_model(plan.arch, spec.name).to(device)
+    config = TrainConfig(**run.train, seed=plan.seed, checkpoint=str(checkpoint), progress=plan.progress)
+    examples = plan.budget.train_examples if plan.budget.train_examples >= 0 else None
+    data = training_data(spec, plan.data_dir, soft_labels=soft, n_examples=examples, batch_size=config.batch_size,
+                         workers=plan.workers)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    history = train(model, method, hyperparameters, sigma, TensorData(context.x_train, context.y_train, soft), config,
-                    checkpoint_fields={"arch": context.arch, "dataset": context.spec.name})
-    return model, history, max(0, budget.epochs - before)
+    log(f"[train] {run.method} at sigma={run.sigma}: preset {run.preset}, {run.hyperparameters or '(no hyper-parameters)'}"
+        f", {config.epochs} epochs, lr {config.lr:g}")
+    try:
+        history = train(model, method, run.hyperparameters, run.sigma, data, config,
+                        checkpoint_fields={"arch": plan.arch, "dataset": spec.name})
+    except TrainingDiverged as error:
+        history = list(read_checkpoint(checkpoint).get("history", [])) if checkpoint.exists() else []
+        return model, history, max(0, len(history) - before), str(error)
+    return model, history, max(0, config.epochs - before), None
 
 
-def teacher_soft_labels(context: _Context, directory: Path) -> tuple[np.ndarray, bool]:
-    """The Gaussian teacher's smoothed predictions on the training split, computed once and cached."""
-    path = directory / "soft_labels.npy"
-    gaussian = context.registry.method("gaussian")
-    _, hyperparameters = method_hyperparameters(gaussian, TEACHER_SIGMA, "paper")
-    context.log(f"[teacher] gaussian at sigma={TEACHER_SIGMA}")
-    teacher, _, _ = train_method(context, gaussian, hyperparameters, TEACHER_SIGMA, None,
-                                 directory / f"gaussian_noise_{TEACHER_SIGMA}.pt")
-    context.log(f"[soft labels] {context.budget.soft_samples} noise samples per training example")
-    computed = soft_labels_to_file(teacher, context.x_train, context.spec.num_classes, TEACHER_SIGMA, path,
-                                   n=context.budget.soft_samples, seed=context.seed, progress=context.progress,
-                                   settings={"dataset": context.spec.name, "split": "train"})
-    return read_soft_labels(path, len(context.x_train), context.spec.num_classes), computed > 0
+def teacher_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[str], None]) -> bool:
+    """Train the Gaussian teacher and cache its smoothed predictions on the training split.
+
+    Returns whether the soft labels were computed now (False when they were cached).
+    """
+    path = Path(plan.output) / "teacher" / "soft_labels.npy"
+    log(f"[teacher] gaussian at sigma={TEACHER_SIGMA}")
+    teacher, history, _, diverged = train_run(plan, run, None, device, log)
+    problem = diverged or loss_problem(history)
+    if problem:
+        raise RuntimeError(f"the Gaussian teacher collapsed ({problem}); its soft labels would be meaningless")
+    spec = get_registry().dataset(plan.dataset)
+    log(f"[soft labels] {plan.budget.soft_samples} noise samples per training example")
+    examples = plan.budget.train_examples if plan.budget.train_examples >= 0 else None
+    computed = training_soft_labels_to_file(
+        teacher, spec, TEACHER_SIGMA, plan.budget.soft_samples, path, plan.seed, plan.data_dir, n_examples=examples,
+        batch_size=_certify_batch(plan, device), workers=plan.workers, progress=plan.progress)
+    return computed > 0
 
 
-def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], attack_eps: Sequence[float],
-                  percent: bool) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the summary: ACR, certified accuracy per radius, timings, empirical accuracy."""
-    header = ["method", "n", "ACR", *(f"{r:.2f}" for r in radii), "train s/epoch", "certify s/example",
-              *(f"PGD {eps:g}" for eps in attack_eps)]
+def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train (or reuse) one run, check it for collapse, certify it and attack it; resumable.
 
-    def accuracy(value: float) -> str:
-        return f"{100 * value:.1f}" if percent else f"{value:.6g}"
-
-    rows = [
-        [
-            s["method"], str(s["n"]), f"{s['acr']:.3f}" if percent else f"{s['acr']:.6g}",
-            *(accuracy(s["certified_accuracy"][format_radius(r)]) for r in radii),
-            f"{s['train_seconds_per_epoch']:.3g}", f"{s['certify_seconds_per_example']:.3g}",
-            *(accuracy(s["empirical_accuracy"][format_radius(eps)]) for eps in attack_eps),
-        ]
-        for s in summaries
-    ]
-    return header, rows
-
-
-def write_summary(
-    comparison: Comparison, certified: dict[str, CertifyResults], dataset: str, sigma: float, preset: str,
-    budget: Budget, attack_eps: Sequence[float],
-) -> None:
-    """``summary.md`` (percentages), ``summary.csv`` (fractions), ``summary.json`` and the plot."""
-    from catrs_plugin.plotting import plot_certified_accuracy
-
-    directory = comparison.directory
-    header, rows = summary_table(comparison.summaries, comparison.radii, attack_eps, percent=True)
-    markdown = "\n".join(
-        [f"# {dataset}, sigma = {sigma}, preset {preset}", "",
-         f"ACR and certified accuracy (%) at each L2 radius; CERTIFY with N0={budget.n0}, N={budget.n}, "
-         f"alpha={budget.alpha} on the same {comparison.summaries[0]['n']} test examples for every method"
-         + ("; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
-            if attack_eps else "") + ".", "",
-         render_table(header, rows, markdown=True), ""]
-    )
-    write_atomic(directory / "summary.md", markdown)
-    header, rows = summary_table(comparison.summaries, comparison.radii, attack_eps, percent=False)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
-    write_atomic(directory / "summary.csv", buffer.getvalue())
-    write_atomic(directory / "summary.json", json.dumps({
-        "dataset": dataset, "sigma": sigma, "preset": preset, "budget": asdict(budget),
-        "radii": comparison.radii, "attack_eps": list(attack_eps), "methods": comparison.summaries,
-    }, indent=2))
-    plot_certified_accuracy(certified, directory / "certified_accuracy.png",
-                            title=f"{dataset}, sigma = {sigma}")
-
+    Returns ``summary`` (what the tables show) and the counts ``epochs_trained``,
+    ``rows_certified`` and ``rows_attacked`` of work done now.
+    """
+    registry = get_registry()
+    spec, method = registry.dataset(plan.dataset), registry.method(run.method)
+    budget = plan.budget
+    soft = load_npy(Path(plan.output) / "teacher" / "soft_labels.npy", "teacher soft labels") \
+        if method.needs_soft_labels else None
+    model, history, trained, diverged = train_run(plan, run, soft, device, log)
+    x_test, y_test = spec.load("test", data_dir=plan.data_dir)
+    indices = select_indices(len(x_test), budget.skip, budget.max_examples)
+    collapsed = diverged or diagnose(history, model, x_test[indices], y_test[indices], run.sigma, plan.seed)
+    directory = run.directory(plan.output)
+    tsv = directory / "certify" / f"{run.method}.tsv"
+    summary: dict[str, Any] = {
+        "method": run.method,
+        "sigma": run.sigma,
+        "paper": method.paper,
+        "preset": run.preset,
+        "hyperparameters": run.hyperparameters,
+        "training": run.train,
+        "epochs": len(history),
+        "train_seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
+        "certify_path": str(tsv),
+        "collapsed": collapsed,
+    }
+    result = {"summary": summary, "epochs_trained": trained, "rows_certified": 0, "rows_attacked": 0}
+    if collapsed:
+        log(f"[collapsed] {run.method} at sigma={run.sigma}: {collapsed}; not certified")
+        return result
+    batch = _certify_batch(plan, device)
+    log(f"[certify] {run.method} at sigma={run.sigma}: {len(indices)} examples")
+    result["rows_certified"] = certify_to_file(
+        model, spec.num_classes, run.sigma, x_test, y_test, tsv, indices, n0=budget.n0, n=budget.n,
+        alpha=budget.alpha, batch_size=batch, seed=plan.seed, fast=plan.fast, progress=plan.progress)
+    for eps in plan.attack_eps:
+        predictions = directory / "empirical" / f"{run.method}_eps_{eps}.tsv"
+        log(f"[attack] {run.method} at sigma={run.sigma}: ART L2 PGD at eps={eps}, then PREDICT")
+        result["rows_attacked"] += registry.attack(ATTACK).to_file(
+            model, spec.num_classes, spec.input_shape, run.sigma, x_test, y_test, indices, eps, predictions,
+            steps=budget.attack_steps, attack_samples=budget.attack_samples, n=budget.n, alpha=budget.alpha,
+            batch_size=batch, seed=plan.seed, progress=plan.progress,
+        )
+        summary.setdefault("empirical_accuracy", {})[format_radius(eps)] = predict_accuracy(predictions)
+    return result
 
 
-__all__ = ["BUDGETS", "Budget", "Comparison", "MethodOutcome", "parse_floats", "parse_methods", "run_comparison"]
+__all__ = ["BUDGETS", "Budget", "Comparison", "MethodOutcome", "parse_floats", "parse_method_presets",
+           "parse_methods", "run_comparison"]

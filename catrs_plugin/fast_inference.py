@@ -269,3 +269,4 @@ def log_compilation_to_stderr() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # not also on stdout through the command line's handler

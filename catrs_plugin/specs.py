@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,19 @@ class DatasetSpec:
         Valid values of ``split``.
     description : str
         One line for listings, including where the data is published.
+    augment : callable or None
+        The data set's training augmentation for in-memory training data,
+        ``augment(x, generator) -> x`` on a batch ``(B, *input_shape)`` on its device, drawing
+        every random choice from ``generator`` (e.g.
+        :class:`catrs_plugin.augmentation.RandomCropFlip` for CIFAR); ``None``: train on the
+        images as loaded. Test images are never augmented.
+    train_dataset : callable or None
+        For a training split too large for memory (ImageNet): ``train_dataset(data_dir=None,
+        n_examples=None) -> torch.utils.data.Dataset`` of ``(x, y)`` pairs, ``x`` a float tensor of
+        shape ``input_shape`` in [0, 1], transformed per image with the data set's own random
+        training augmentation drawn from torch's random number generator. Training then reads it
+        with a ``DataLoader`` and worker processes (see :mod:`catrs_plugin.training_data`) instead
+        of calling ``load("train")``; ``augment`` does not apply.
     """
 
     name: str
@@ -64,6 +79,8 @@ class DatasetSpec:
     default_arch: str
     splits: tuple[str, ...] = ("train", "test")
     description: str = ""
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    train_dataset: Callable[..., Dataset] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
 """The training loop shared by every method, the ART trainer and the command line.
 
-Per epoch: shuffle with a generator seeded by ``(seed, epoch)``; split each loader batch into
-``method.chunks`` optimizer steps (the reference code's mini-batch chunking); compute the
-method's loss with noise drawn from a device generator seeded by ``(seed, epoch)``; step the
-learning-rate schedule; write a checkpoint atomically. A run restarted with the same
-arguments resumes after the last finished epoch and repeats its numbers; the checkpoint
-records what produced it (method, hyper-parameters, data, optimisation settings: see
-:mod:`catrs_plugin.provenance`) and a run with other settings refuses to resume it.
+Per epoch: set the learning rate the reference scripts use in that epoch
+(:func:`catrs_plugin.schedules.learning_rate`); shuffle with a generator seeded by
+``(seed, epoch)``; augment each loader batch on the device with the data set's training
+augmentation, drawn from a generator seeded by ``(seed, epoch, batch)``; split each loader
+batch into ``method.chunks`` optimizer steps (the reference code's mini-batch chunking);
+compute the method's loss with noise drawn from a device generator seeded by
+``(seed, epoch)``; write a checkpoint atomically. A run restarted with the same arguments
+resumes after the last finished epoch and repeats its numbers; the checkpoint records what
+produced it (method, hyper-parameters, data, augmentation, optimisation settings: see
+:mod:`catrs_plugin.provenance`) and a run with other settings refuses to resume it. An epoch
+whose loss is not finite stops the run with :class:`TrainingDiverged` before its checkpoint
+is written.
 
 Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
 autocast with a gradient scaler), the ``channels_last`` memory format, the fused SGD kernel
@@ -23,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -37,6 +42,7 @@ from catrs_plugin import provenance
 from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
 from catrs_plugin.fast_training import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.schedules import learning_rate
 from catrs_plugin.smoothing import derive_seed, model_device
 from catrs_plugin.validation import check_choice, check_non_negative, check_positive_int, check_sigma
 
@@ -65,11 +71,17 @@ class TrainConfig:
     lr, momentum, weight_decay : float
         SGD settings (0.1, 0.9, 1e-4).
     lr_step_size : int
-        Multiply the learning rate by ``gamma`` every this many epochs (50 for CIFAR-10).
+        Multiply the learning rate by ``gamma`` every this many epochs (50 for CIFAR-10), as the
+        reference's ``StepLR`` stepped with ``scheduler.step(epoch)`` does: the first drop is
+        in epoch ``lr_step_size + 1`` (0-based; see :mod:`catrs_plugin.schedules`).
     gamma : float
         Learning-rate decay factor.
     lr_drop : int or None
-        Epoch of one extra multiplication by ``gamma`` (the reference's ``--lr_drop``).
+        Epoch (0-based) whose rate is multiplied by ``gamma`` once more (the reference's
+        ``--lr_drop``, undone in the next epoch as the reference's scheduler undoes it).
+    lr_milestones : tuple of int or None
+        0-based epochs from which the rate is multiplied by ``gamma`` once more each, instead of
+        the ``lr_step_size`` schedule (MACER's own ``MultiStepLR`` recipe: ``(199, 399)``).
     seed : int
         Seed of the data order and of every noise draw.
     checkpoint : str or None
@@ -98,6 +110,7 @@ class TrainConfig:
     lr_step_size: int = 50
     gamma: float = 0.1
     lr_drop: int | None = None
+    lr_milestones: tuple[int, ...] | None = None
     seed: int = 0
     checkpoint: str | None = None
     progress: bool = True
@@ -115,10 +128,34 @@ class TrainConfig:
         check_non_negative(self.momentum, "momentum")
         check_non_negative(self.weight_decay, "weight_decay")
         check_non_negative(self.gamma, "gamma")
+        for milestone in self.lr_milestones or ():
+            check_positive_int(milestone, "lr_milestones", minimum=0)
         if self.amp is not None:
             check_choice(self.amp, tuple(AMP_DTYPES), "amp")
         if self.compile is not None:
             check_choice(self.compile, COMPILE_MODES, "compile")
+
+    def learning_rate(self, epoch: int, base_lr: float | None = None) -> float:
+        """The rate of epoch ``epoch`` (0-based) for initial rate ``base_lr`` (default ``lr``)."""
+        return learning_rate(epoch, self.lr if base_lr is None else base_lr, step_size=self.lr_step_size,
+                             gamma=self.gamma, lr_drop=self.lr_drop, milestones=self.lr_milestones)
+
+
+class TrainingDiverged(ValueError):
+    """The training loss of an epoch was not finite; the run stopped before saving that epoch."""
+
+
+def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order in which epoch ``epoch`` visits ``count`` examples (a permutation seeded by ``(seed, epoch)``)."""
+    return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
+
+
+def rank_share(count: int, rank: int, world: int) -> slice:
+    """Rank ``rank``'s equal contiguous share of a batch of ``count`` (the remainder is dropped)."""
+    if world == 1:
+        return slice(None)
+    share = count // world
+    return slice(rank * share, (rank + 1) * share)
 
 
 class TensorData:
@@ -132,12 +169,23 @@ class TensorData:
         Class indices ``(n,)``.
     soft_labels : numpy.ndarray or torch.Tensor, optional
         Per-example class probabilities ``(n, C)``; they follow their examples through shuffling.
+    augment : callable, optional
+        Training augmentation ``augment(x, generator) -> x`` applied on the device to every loader
+        batch (e.g. :class:`catrs_plugin.augmentation.RandomCropFlip`, a registered dataset's
+        ``augment``), with a generator seeded by ``(seed, epoch, batch)``.
     """
 
-    def __init__(self, x: Any, y: Any, soft_labels: Any = None) -> None:
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        soft_labels: Any = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    ) -> None:
         self.x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         self.y = torch.as_tensor(np.asarray(y, dtype=np.int64))
         self.soft = None if soft_labels is None else torch.as_tensor(np.asarray(soft_labels, dtype=np.float32))
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.x)
@@ -149,18 +197,19 @@ class TensorData:
 
         With ``world > 1`` processes, each loader batch of ``batch_size`` examples is cut into
         ``world`` equal contiguous shares (the remainder is dropped so that every rank takes
-        the same number of steps) and this rank gets share ``rank``.
+        the same number of steps) and this rank gets share ``rank``. The augmentation is drawn
+        for the whole loader batch before it is cut, so every rank count sees the same images.
         """
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
         # The order lives where the data does, so that no batch waits for an index copy.
-        order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
-        for start in range(0, len(order), batch_size):
+        order = epoch_order(len(self.x), seed, epoch).to(self.x.device)
+        for number, start in enumerate(range(0, len(order), batch_size)):
             take = order[start : start + batch_size]
-            if world > 1:
-                share = len(take) // world
-                take = take[rank * share : (rank + 1) * share]
-            soft = None if self.soft is None else self.soft[take].to(device)
-            yield self.x[take].to(device), self.y[take].to(device), soft
+            x = self.x[take].to(device)
+            if self.augment is not None:
+                x = self.augment(x, torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 2, number)))
+            keep = rank_share(len(take), rank, world)
+            soft = None if self.soft is None else self.soft[take[keep]].to(device)
+            yield x[keep], self.y[take[keep]].to(device), soft
 
     def num_batches(self, batch_size: int) -> int:
         """Loader batches per epoch."""
@@ -185,6 +234,12 @@ class LoaderData:
         When it is a ``DataLoader`` with a ``RandomSampler`` (``shuffle=True``), the sampler's
         generator is reseeded from ``(seed, epoch)`` at the start of every epoch, so the data
         order is reproducible and a resumed run sees the same order as an uninterrupted one.
+        When its ``dataset`` has a ``set_epoch(seed, epoch)`` method (as the data sets of
+        :mod:`catrs_plugin.training_data` do), it is called first, so that per-example random
+        augmentation drawn in worker processes is reproducible too. When its ``batch_sampler``
+        has a ``set_epoch(seed, epoch, rank, world)`` method
+        (:class:`catrs_plugin.training_data.EpochBatchSampler`), it is called instead of reseeding,
+        and it yields this rank's share of each batch only, so that no rank decodes the others' images.
         Its batch size is the loader's own; ``TrainConfig.batch_size`` does not apply.
     """
 
@@ -197,8 +252,15 @@ class LoaderData:
         """Yield ``(x, y, soft_labels or None)`` batches of one epoch on ``device``; with
         ``world > 1`` processes, rank ``rank`` takes its equal contiguous share of each batch."""
         sampler = getattr(self.loader, "sampler", None)
-        if isinstance(sampler, RandomSampler):
+        batch_sampler = getattr(self.loader, "batch_sampler", None)
+        sharded = callable(getattr(batch_sampler, "set_epoch", None))
+        if sharded:
+            batch_sampler.set_epoch(seed, epoch, rank, world)
+        elif isinstance(sampler, RandomSampler):
             sampler.generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
+        dataset = getattr(self.loader, "dataset", None)
+        if callable(getattr(dataset, "set_epoch", None)):
+            dataset.set_epoch(seed, epoch)
         for batch in self.loader:
             if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
                 raise ValueError(
@@ -206,9 +268,8 @@ class LoaderData:
                     f"{type(batch).__name__} of length {len(batch) if isinstance(batch, (tuple, list)) else '?'}"
                 )
             x, y, soft = batch[0], batch[1], batch[2] if len(batch) == 3 else None
-            if world > 1:
-                share = len(x) // world
-                take = slice(rank * share, (rank + 1) * share)
+            if world > 1 and not sharded:
+                take = rank_share(len(x), rank, world)
                 x, y, soft = x[take], y[take], None if soft is None else soft[take]
             yield (
                 x.to(device, torch.float32, non_blocking=True),
@@ -257,7 +318,8 @@ def train(
     config : TrainConfig
         Optimisation settings.
     optimizer : torch.optim.Optimizer, optional
-        Defaults to :func:`make_optimizer`; a StepLR schedule is attached either way.
+        Defaults to :func:`make_optimizer`; either way each parameter group's rate is set at the
+        start of every epoch from its initial rate by :meth:`TrainConfig.learning_rate`.
     checkpoint_fields : mapping, optional
         Extra entries for the checkpoint (``arch``, ``dataset``): plain values only.
 
@@ -265,6 +327,11 @@ def train(
     -------
     list of dict
         One entry per epoch: ``epoch``, ``loss``, ``lr``, ``seconds``.
+
+    Raises
+    ------
+    TrainingDiverged
+        When an epoch's mean loss is not finite (the checkpoint keeps the last finite epoch).
     """
     sigma = check_sigma(sigma)
     config.validate()
@@ -278,7 +345,8 @@ def train(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = optimizer or make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.gamma)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
@@ -289,7 +357,7 @@ def train(
     history: list[dict[str, float]] = []
     start_epoch = 0
     if config.checkpoint and Path(config.checkpoint).exists():
-        start_epoch, history = _resume(config.checkpoint, model, optimizer, scheduler, scaler, record, device)
+        start_epoch, history = _resume(config.checkpoint, model, optimizer, scaler, record, device)
         if start_epoch < config.epochs:
             logger.info("%s: resuming from epoch %d of %d", config.checkpoint, start_epoch, config.epochs)
         else:
@@ -297,9 +365,8 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
-        if config.lr_drop is not None and epoch == config.lr_drop:
-            for group in optimizer.param_groups:
-                group["lr"] *= config.gamma
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate(epoch, group["initial_lr"])
         streams = (config.seed, epoch, 1) if world == 1 else (config.seed, epoch, 1, rank)
         generator = torch.Generator(device=device).manual_seed(derive_seed(*streams))
         net.train()
@@ -333,10 +400,17 @@ def train(
             sums = torch.stack([total, torch.tensor(float(count), device=device)])
             dist.all_reduce(sums)
             total, count = sums[0], int(sums[1])
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        loss = float(total) / max(count, 1)
+        if not np.isfinite(loss):
+            kept = f"; the checkpoint keeps epoch {epoch}" if config.checkpoint and epoch else ""
+            raise TrainingDiverged(
+                f"{method.name} at sigma {sigma}: the mean training loss of epoch {epoch + 1} is {loss}, so the run "
+                f"stopped{kept}. Lower the learning rate (it was {optimizer.param_groups[0]['lr']:g}) or the "
+                "method's loss weights"
+            )
         history.append(
-            {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "lr": lr, "seconds": time.perf_counter() - began}
+            {"epoch": epoch + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
+             "seconds": time.perf_counter() - began}
         )
         if config.checkpoint and rank == 0:
             save_checkpoint(
@@ -346,7 +420,6 @@ def train(
                     "epoch": epoch + 1,
                     "state_dict": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "method": method.name,
                     "hyperparameters": dict(hyperparameters),
                     "sigma": sigma,
@@ -387,11 +460,13 @@ def _provenance(
         return {}
     if isinstance(data, TensorData):
         identity = provenance.digest(data.x, data.y, data.soft)
+        if data.augment is not None:
+            identity += f", augmented by {data.augment!r}"
     else:
         batches = len(data.loader) if hasattr(data.loader, "__len__") else "?"
         identity = f"{type(data.loader).__name__} of {batches} batches"
-    optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop", "amp",
-                    "channels_last", "compile")
+    optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop",
+                    "lr_milestones", "amp", "channels_last", "compile")
     return {**dict(checkpoint_fields or {}), "method": method.name, "hyperparameters": dict(hyperparameters),
             "sigma": sigma, "architecture": provenance.architecture_digest(model), "data": identity,
             **{name: getattr(config, name) for name in optimisation}}
@@ -401,7 +476,6 @@ def _resume(
     path: str,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     record: Mapping[str, Any],
     device: torch.device,
@@ -410,7 +484,6 @@ def _resume(
     provenance.check(payload.get("provenance"), record, path, "checkpoint", RESTART_HINT)
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
     if "rng_state" in payload:
         torch.set_rng_state(payload["rng_state"].cpu())
     if "cuda_rng_state" in payload and device.type == "cuda":

@@ -188,7 +188,7 @@ def test_train_checks_its_checkpoint_path_before_any_work(tmp_path, capsys, monk
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the checkpoint path was checked")
 
-    monkeypatch.setattr("catrs_plugin.cli.train.load_split", no_work)
+    monkeypatch.setattr("catrs_plugin.cli.train.training_data", no_work)
     (tmp_path / "file").write_text("x")
     assert main(["train", "--dataset", "digits", "--method", "gaussian", "--sigma", "0.25", "--checkpoint",
                  str(tmp_path / "file" / "c.pt")]) == 2
@@ -205,7 +205,7 @@ def test_train_checks_its_checkpoint_path_before_any_work(tmp_path, capsys, monk
     ("lambda=3", "method 'catrs' has no hyper-parameter 'lambda'; valid:"),
 ])
 def test_hyperparameters_are_checked_when_parsed(tmp_path, capsys, monkeypatch, override, message):
-    monkeypatch.setattr("catrs_plugin.cli.train.load_split", lambda *a: pytest.fail("data loaded"))
+    monkeypatch.setattr("catrs_plugin.cli.train.training_data", lambda *a: pytest.fail("data loaded"))
     assert main(["train", "--dataset", "digits", "--method", "catrs", "--sigma", "0.25", "--checkpoint",
                  str(tmp_path / "c.pt"), "--hp", override]) == 2
     _one_line_error(capsys, message)

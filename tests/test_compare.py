@@ -19,8 +19,9 @@ METHODS = "gaussian,smoothadv,catrs"  # the teacher's own run, a chunked attack 
 
 
 def run(output, methods=METHODS, sigma=0.25, **kwargs):
-    return run_comparison("digits", parse_methods(methods, get_registry()), sigma, output, "quick", TINY,
-                          log=lambda line: None, **kwargs)
+    (comparison,) = run_comparison("digits", parse_methods(methods, get_registry()), sigma, output, "quick", TINY,
+                                   log=lambda line: None, **kwargs)
+    return comparison
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -123,7 +124,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(finished, tmp_path, monkeyp
 def test_unknown_names_list_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'sgd'; valid: .*catrs.*smoothmix"):
         parse_methods("catrs,sgd", get_registry())
-    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: paper, quick"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: imagenet, paper, quick"):
         run_comparison("digits", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "fast")
     with pytest.raises(ValueError, match="unknown dataset 'no-such-data'; valid: .*digits"):
         run_comparison("no-such-data", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "quick", TINY)

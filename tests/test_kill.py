@@ -4,8 +4,8 @@ Each kill point is deterministic in what it waits for: the test polls the run's 
 (rows of the certification file, the epoch stored in the training checkpoint) and sends
 SIGKILL once the run has made that much progress, then checks that the process was still
 running (it died of the signal, not of finishing). The restarted run must end exactly where
-an uninterrupted run ends: the same rows apart from ``time``, the same weights, optimizer,
-scheduler and random state. Every run is a subprocess with one thread, so that all runs
+an uninterrupted run ends: the same rows apart from ``time``, the same weights, optimizer
+(learning rate included) and random state. Every run is a subprocess with one thread, so that all runs
 compute bit for bit alike and a test never oversubscribes the cores.
 """
 
@@ -121,8 +121,8 @@ def test_killed_training_resumes_to_the_same_weights(digits, tmp_path):
     for slot, state in expected["optimizer"]["state"].items():
         assert torch.equal(resumed["optimizer"]["state"][slot]["momentum_buffer"], state["momentum_buffer"])
     assert resumed["optimizer"]["param_groups"] == expected["optimizer"]["param_groups"]
-    assert resumed["scheduler"] == expected["scheduler"]
-    assert expected["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * 0.5 ** (TRAIN_EPOCHS // 2))
+    # The last epoch (0-based 5) ran at the reference's closed form 0.1 * 0.5 ** ((5 - 1) // 2).
+    assert expected["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.1 * 0.5 ** ((TRAIN_EPOCHS - 2) // 2))
     assert torch.equal(resumed["rng_state"], expected["rng_state"])
     without_time = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert without_time(resumed["history"]) == without_time(expected["history"])

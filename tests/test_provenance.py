@@ -194,11 +194,24 @@ def test_corruption_results_record_their_run(tmp_path, capsys):
 
 
 def test_comparison_folder_and_its_cached_soft_labels(tmp_path):
-    from catrs_plugin.compare import check_settings
+    from catrs_plugin.compare_summary import check_settings
+    from catrs_plugin.registry import get_registry
+    from catrs_plugin.training_data import training_soft_labels, training_soft_labels_to_file
 
     check_settings(tmp_path, {"dataset": "digits", "seed": 0})
     with pytest.raises(ProvenanceError, match=r"comparison folder .* \(seed was 0, now 1\).*another --output"):
         check_settings(tmp_path, {"dataset": "digits", "seed": 1})
+
+    spec = get_registry().dataset("digits")
+    torch.manual_seed(0)
+    teacher = get_registry().create_model("digits_cnn", "digits").eval()
+    path = tmp_path / "teacher" / "soft_labels.npy"
+    path.parent.mkdir()
+    assert training_soft_labels_to_file(teacher, spec, 0.25, 20, path, seed=1) == 1438
+    np.testing.assert_array_equal(np.load(path), training_soft_labels(teacher, spec, 0.25, 20, seed=1))
+    assert training_soft_labels_to_file(teacher, spec, 0.25, 20, path, seed=1) == 0  # reused
+    with pytest.raises(ProvenanceError, match=r"seed was 1, now 2"):
+        training_soft_labels_to_file(teacher, spec, 0.25, 20, path, seed=2)
 
 
 def test_whole_files_are_reused_only_with_their_record(tmp_path):

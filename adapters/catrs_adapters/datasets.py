@@ -4,6 +4,14 @@ CIFAR-10, CIFAR-100, CIFAR-10-C, ImageNet and MNIST (readers in :mod:`catrs_adap
 Every loader returns numpy arrays (ART's convention): ``x`` float32 in [0, 1], channels first,
 and ``y`` int64 class indices. No loader downloads anything; ``data_dir`` defaults to
 ``./data`` as in RobustBench.
+
+Training augmentation, as in the reference code's ``datasets.py``: CIFAR-10 and CIFAR-100
+training images are randomly cropped (32 with padding 4) and flipped, on the device in batches
+(:class:`catrs_plugin.augmentation.RandomCropFlip`); ImageNet training images are read from
+``train/`` class folders with ``RandomResizedCrop(224)`` and a flip per image in data-loading
+workers (``train_dataset``). MNIST is not augmented (the reference applies only
+``ToTensor``), and neither are the 8x8 digits (a flip changes what a digit is, and the smallest
+crop padding of one pixel is an eighth of the image).
 """
 
 from __future__ import annotations
@@ -16,11 +24,12 @@ from catrs_adapters.data import CORRUPTIONS, load_mnist, read_cifar10, read_cifa
 from catrs_adapters.data._files import take
 from catrs_adapters.data.cifar import CIFAR10_URL, CIFAR100_URL
 from catrs_adapters.data.cifar10c import CIFAR10C_URL
-from catrs_adapters.data.imagenet import IMAGENET_URL
+from catrs_adapters.data.imagenet import IMAGENET_URL, load_imagenet_train
 from catrs_adapters.data.mnist import MNIST_URL
 from catrs_adapters.normalization import (
     CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD,
 )
+from catrs_plugin.augmentation import RandomCropFlip
 from catrs_plugin.specs import DatasetSpec
 from catrs_plugin.validation import check_choice
 
@@ -96,14 +105,19 @@ def _mnist(split: str, data_dir: str | os.PathLike | None = None, n_examples: in
     return load_mnist(n_examples, data_dir, split)
 
 
+#: CIFAR's training augmentation in the reference code: ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()``.
+CIFAR_AUGMENT = RandomCropFlip(padding=4)
+
 CIFAR10 = DatasetSpec(
     name="cifar10", num_classes=10, input_shape=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, load=_cifar10,
     default_arch="cifar_resnet110", description=f"CIFAR-10, DATA_DIR/cifar-10-batches-py, from {CIFAR10_URL}",
+    augment=CIFAR_AUGMENT,
 )
 CIFAR100 = DatasetSpec(
     name="cifar100", num_classes=100, input_shape=(3, 32, 32), mean=CIFAR100_MEAN, std=CIFAR100_STD,
     load=_cifar100, default_arch="cifar_resnet110",
     description=f"CIFAR-100 (fine labels), DATA_DIR/cifar-100-python, from {CIFAR100_URL}",
+    augment=CIFAR_AUGMENT,
 )
 CIFAR10C = DatasetSpec(
     name="cifar10c", num_classes=10, input_shape=(3, 32, 32), mean=CIFAR10_MEAN, std=CIFAR10_STD, load=_cifar10c,
@@ -114,8 +128,9 @@ CIFAR10C = DatasetSpec(
 IMAGENET = DatasetSpec(
     name="imagenet", num_classes=1000, input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD,
     load=_imagenet, default_arch="resnet50", splits=tuple(IMAGENET_SPLITS),
-    description=f"ImageNet validation (test: all 50,000, test5000: RobustBench's 5,000), DATA_DIR/val/<wnid>/, "
-                f"from {IMAGENET_URL}",
+    description=f"ImageNet (training: DATA_DIR/train/<wnid>/; test: all 50,000 validation images, test5000: "
+                f"RobustBench's 5,000, DATA_DIR/val/<wnid>/), from {IMAGENET_URL}",
+    train_dataset=load_imagenet_train,
 )
 MNIST = DatasetSpec(
     name="mnist", num_classes=10, input_shape=(1, 28, 28), mean=MNIST_MEAN, std=MNIST_STD, load=_mnist,

@@ -1,15 +1,20 @@
-"""``catrs compare``: train and certify several methods under identical settings, side by side."""
+"""``catrs compare``: train and certify several methods at several noise levels under identical settings."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
-from catrs_plugin.cli._common import add_data_arguments, add_device_argument, batch_size_argument, resolve_device
+import torch
+
+from catrs_plugin.cli._common import add_data_arguments, batch_size_argument
 from catrs_plugin.cli.certify import add_fast_argument
+from catrs_plugin.compare import BUDGETS, parse_floats, parse_method_presets, parse_methods, run_comparison
 from catrs_plugin.fast_inference import log_compilation_to_stderr
-from catrs_plugin.compare import BUDGETS, parse_floats, parse_methods, run_comparison
 from catrs_plugin.registry import get_registry
+from catrs_plugin.runners import DEFAULT_RUNS_PER_GPU, DevicePool, InProcess, SubmititRunner, slurm_executor
+from catrs_plugin.training_data import DEFAULT_WORKERS
 from catrs_plugin.validation import check_output_dir
 
 #: Command-line options that override a field of the preset's budget.
@@ -30,22 +35,29 @@ BUDGET_OPTIONS = {
 }
 FIELDS = {"batch": "batch_size", "N0": "n0", "N": "n", "max": "max_examples"}
 TYPES = {"lr": float, "alpha": float}
+#: Budget options that are training settings: given explicitly, they win over methods' presets.
+PINNABLE = ("epochs", "batch_size", "lr", "lr_step_size")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
-        help="train and certify several methods with identical data, seeds and budget; summary table and plot",
-        description="Train (or reuse) each method with the same data order, initialisation, seeds and budget, "
-        "certify all of them on the same test examples with the same settings, and write one Cohen-format TSV "
-        "per method, summary.md/.csv/.json and certified_accuracy.png. Rerunning resumes.",
+        help="train and certify several methods at several noise levels with identical data, seeds and budget",
+        description="Train (or reuse) each method at each noise level with the same data order, augmentation, "
+        "initialisation, seeds and budget, certify all of them on the same test examples with the same settings, "
+        "and write one Cohen-format TSV per run, summaries per noise level and for the whole table. Runs spread "
+        "over every visible GPU (or go to Slurm with --slurm); rerunning resumes.",
     )
     parser.add_argument("--dataset", required=True, help="registered dataset, e.g. digits (see the docs)")
     parser.add_argument("--methods", default="all", help="'all' or comma-separated names (see `catrs methods`)")
-    parser.add_argument("--sigma", type=float, required=True, help="noise level of training and certification")
+    parser.add_argument("--sigma", required=True, metavar="SIGMA[,SIGMA...]",
+                        help="noise levels of training and certification, e.g. 0.25 or 0.25,0.5,1.0")
     parser.add_argument("--preset", choices=sorted(BUDGETS), default="quick",
-                        help="budget and method presets: quick (default; minutes on a CPU for the digits data) or "
-                        "paper (the paper's CIFAR-10 recipe: 150 epochs, N=100000)")
+                        help="budget and method presets: quick (default; minutes on a CPU for the digits data), "
+                        "paper (the paper's CIFAR-10 recipe: 150 epochs, N=100000) or imagenet (its ImageNet recipe)")
+    parser.add_argument("--method-preset", action="append", default=[], metavar="METHOD=PRESET",
+                        help="give one method another of its presets, e.g. macer=original (MACER's own recipe); "
+                        "repeatable")
     parser.add_argument("--output", default="compare-output",
                         help="output directory; rerunning with it resumes (default: compare-output)")
     parser.add_argument("--arch", default=None, help="registered architecture (default: the dataset's)")
@@ -59,26 +71,88 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{option.replace('_', '-')}", dest=f"budget_{option}", type=TYPES.get(option, int),
                             default=None, help=f"{help_text} (default: the preset's)")
     add_fast_argument(parser)
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"data-loading worker processes for file-based data, ImageNet (default: {DEFAULT_WORKERS})")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: every visible GPU, else the CPU), cpu, cuda, cuda:N")
+    parser.add_argument("--devices", default=None, metavar="DEVICE[,DEVICE...]",
+                        help="spread the runs over these devices, e.g. cuda:0,cuda:1 (overrides --device)")
+    parser.add_argument("--runs-per-device", type=int, default=None,
+                        help=f"concurrent runs on each device (default: {DEFAULT_RUNS_PER_GPU} per GPU for in-memory "
+                        "data, 1 for file-based data and on the CPU; not yet measured on a GPU, see the docs)")
+    parser.add_argument("--slurm", action="store_true",
+                        help="submit each run as a Slurm job through submitit (pip install 'catrs-plugin[slurm]')")
+    parser.add_argument("--slurm-partition", default=None, help="Slurm partition")
+    parser.add_argument("--slurm-time", type=int, default=24 * 60, help="time limit per job in minutes (default: 1440)")
+    parser.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (default: 8)")
+    parser.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="further submitit parameter, e.g. slurm_account=lab (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_arguments(parser)
-    add_device_argument(parser)
     parser.set_defaults(func=run)
 
 
+def devices_from(args: argparse.Namespace) -> tuple[list[str], bool]:
+    """The devices to use and whether the user named them (``--devices`` or a ``--device`` other than auto)."""
+    if args.devices:
+        names = [name.strip() for name in args.devices.split(",") if name.strip()]
+        explicit = True
+    elif args.device != "auto":
+        names, explicit = [args.device], True
+    elif torch.cuda.is_available():
+        names, explicit = [f"cuda:{i}" for i in range(torch.cuda.device_count())], False
+    else:
+        names, explicit = ["cpu"], False
+    devices = []
+    for name in names:
+        try:
+            devices.append(str(torch.device(name)))
+        except RuntimeError:
+            raise ValueError(f"--devices must list torch devices such as cpu, cuda, cuda:1; got {name!r}") from None
+    return devices, explicit
+
+
+def choose_runner(args: argparse.Namespace, file_based: bool):
+    """InProcess, DevicePool or SubmititRunner from the command line (see :mod:`catrs_plugin.runners`)."""
+    if args.slurm:
+        if any("=" not in pair for pair in args.slurm_param):
+            raise ValueError(f"--slurm-param takes KEY=VALUE, e.g. slurm_account=lab; got {args.slurm_param}")
+        extra = dict(pair.split("=", 1) for pair in args.slurm_param)
+        return SubmititRunner(slurm_executor(Path(args.output) / "slurm", partition=args.slurm_partition,
+                                             time_min=args.slurm_time, cpus=args.slurm_cpus, extra=extra))
+    devices, explicit = devices_from(args)
+    runs = args.runs_per_device
+    if runs is None:
+        on_gpu = all(device.startswith("cuda") for device in devices)
+        runs = DEFAULT_RUNS_PER_GPU if on_gpu and not file_based and not (explicit and len(devices) == 1) else 1
+    if len(devices) == 1 and runs == 1:
+        return InProcess(devices[0])
+    return DevicePool(devices, runs)
+
+
 def run(args: argparse.Namespace) -> int:
-    methods = parse_methods(args.methods, get_registry())
+    registry = get_registry()
+    methods = parse_methods(args.methods, registry)
+    sigmas = parse_floats(args.sigma, "--sigma")
     overrides = {FIELDS.get(option, option): getattr(args, f"budget_{option}") for option in BUDGET_OPTIONS}
-    budget = replace(BUDGETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    budget = replace(BUDGETS[args.preset], **given, pinned=tuple(sorted(set(given) & set(PINNABLE))))
     attack_eps = parse_floats(args.attack_eps, "--attack-eps") if args.attack_eps else ()
     check_output_dir(args.output, "--output")
     if args.fast:
         log_compilation_to_stderr()
-    comparison = run_comparison(
-        args.dataset, methods, args.sigma, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
-        seed=args.seed, device=resolve_device(args.device), certify_batch=args.certify_batch, attack_eps=attack_eps,
-        progress=not args.quiet, fast=args.fast,
+    spec = registry.dataset(args.dataset)
+    comparisons = run_comparison(
+        args.dataset, methods, sigmas, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
+        seed=args.seed, runner=choose_runner(args, spec.train_dataset is not None),
+        method_presets=parse_method_presets(args.method_preset, registry), certify_batch=args.certify_batch,
+        attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet,
     )
     print()
-    print((comparison.directory / "summary.md").read_text())
-    print(f"results in {comparison.directory}/ (summary.md, summary.csv, summary.json, certified_accuracy.png)")
+    for comparison in comparisons:
+        print((comparison.directory / "summary.md").read_text())
+    if len(comparisons) > 1:
+        print((Path(args.output) / "summary.md").read_text())
+    print(f"results in {args.output}/ (summary.md and summary.csv; per noise level noise_<sigma>/ with summary.md, "
+          "summary.csv, summary.json, certified_accuracy.png)")
     return 0

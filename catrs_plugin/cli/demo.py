@@ -26,8 +26,9 @@ from catrs_plugin.metrics import default_radii, summarize
 from catrs_plugin.registry import get_registry
 from catrs_plugin.report import format_table
 from catrs_plugin.results import read_certify_results
-from catrs_plugin.soft_labels import read_soft_labels, soft_labels_to_file
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.soft_labels import read_soft_labels
+from catrs_plugin.training import TrainConfig, train
+from catrs_plugin.training_data import training_data, training_soft_labels_to_file
 from catrs_plugin.validation import check_output_dir, check_sigma
 
 TEACHER_SIGMA = 0.25
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _train(name, method_name, sigma, x, y, soft, args, device, out: Path) -> torch.nn.Module:
+def _train(name, method_name, sigma, soft, args, device, out: Path) -> torch.nn.Module:
     registry = get_registry()
     method = registry.method(method_name)
     preset = "paper" if sigma in method.presets.get("paper", {}) else None
@@ -65,7 +66,7 @@ def _train(name, method_name, sigma, x, y, soft, args, device, out: Path) -> tor
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=0.1, lr_step_size=max(1, args.epochs // 2),
                          seed=args.seed, checkpoint=str(checkpoint), progress=not args.quiet)
     print(f"[train] {name}: {method.name} at sigma={sigma} {hyperparameters or ''}")
-    train(model, method, hyperparameters, sigma, TensorData(x, y, soft), config,
+    train(model, method, hyperparameters, sigma, training_data(registry.dataset("digits"), soft_labels=soft), config,
           checkpoint_fields={"arch": "digits_cnn", "dataset": "digits"})
     return load_checkpoint(checkpoint, map_location=device)
 
@@ -80,17 +81,17 @@ def run(args: argparse.Namespace) -> int:
     x_test, y_test = spec.load("test")
     print(f"digits: {len(x_train)} training and {len(x_test)} held-out 8x8 images, device {device}")
 
-    teacher = _train("gaussian_0.25", "gaussian", TEACHER_SIGMA, x_train, y_train, None, args, device, out)
+    teacher = _train("gaussian_0.25", "gaussian", TEACHER_SIGMA, None, args, device, out)
     soft_path = out / "soft_labels.npy"
     print(f"[soft labels] smoothed predictions of the teacher, {args.soft_samples} samples per example")
-    soft_labels_to_file(teacher, x_train, spec.num_classes, TEACHER_SIGMA, soft_path, n=args.soft_samples,
-                        seed=args.seed, progress=not args.quiet, settings={"dataset": "digits", "split": "train"})
+    training_soft_labels_to_file(teacher, spec, TEACHER_SIGMA, args.soft_samples, soft_path, args.seed,
+                                 progress=not args.quiet)
     soft = read_soft_labels(soft_path, len(x_train), spec.num_classes)
 
     models = {
         "gaussian": teacher if sigma == TEACHER_SIGMA else
-        _train(f"gaussian_{sigma}", "gaussian", sigma, x_train, y_train, None, args, device, out),
-        "catrs": _train(f"catrs_{sigma}", "catrs", sigma, x_train, y_train, soft, args, device, out),
+        _train(f"gaussian_{sigma}", "gaussian", sigma, None, args, device, out),
+        "catrs": _train(f"catrs_{sigma}", "catrs", sigma, soft, args, device, out),
     }
     summaries, curves = [], {}
     radii = default_radii(1.0)

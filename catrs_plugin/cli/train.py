@@ -18,16 +18,20 @@ from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
     for_argument,
-    load_split,
     positive_int,
     resolve_device,
 )
 from catrs_plugin.distributed import init_from_env
 from catrs_plugin.methods.base import Method
 from catrs_plugin.registry import get_registry
-from catrs_plugin.soft_labels import read_soft_labels, smoothed_soft_labels
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.reading import load_npy
+from catrs_plugin.training import TrainConfig, train
+from catrs_plugin.training_data import DEFAULT_WORKERS, training_data, training_soft_labels
 from catrs_plugin.validation import check_output_file, check_sigma
+
+#: Options that set a TrainConfig field (option attribute -> field); unset, the preset's value or the default applies.
+TRAIN_OPTIONS = {"epochs": "epochs", "batch": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+                 "lr_step_size": "lr_step_size", "gamma": "gamma", "lr_drop": "lr_drop"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint file (written each epoch; resumed if present and of the same run)")
     parser.add_argument("--arch", default=None, help="architecture (default: the dataset's default)")
-    parser.add_argument("--preset", default=None, help="hyper-parameter preset of the method, e.g. paper")
+    parser.add_argument("--preset", default=None,
+                        help="preset of the method, e.g. paper; a preset that carries optimiser settings (catrs and "
+                        "gaussian imagenet, macer original) sets the defaults of the options below")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="override one hyper-parameter, e.g. --hp lbd=2.0 (repeatable)")
     parser.add_argument("--soft-labels", default=None, help=".npy of shape (train examples, classes) for CAT-RS")
@@ -51,12 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher-sigma", type=float, default=0.25, help="teacher noise level (default: 0.25)")
     parser.add_argument("--teacher-samples", type=positive_int, default=10_000,
                         help="samples per example (default: 10000)")
-    parser.add_argument("--epochs", type=positive_int, default=150, help="epochs (default: 150)")
-    parser.add_argument("--batch", type=positive_int, default=256, help="loader batch size (default: 256)")
-    parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
-    parser.add_argument("--lr-step-size", type=positive_int, default=50, help="epochs between lr decays (default: 50)")
-    parser.add_argument("--gamma", type=float, default=0.1, help="lr decay factor (default: 0.1)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: 150)")
+    parser.add_argument("--batch", type=positive_int, default=None, help="loader batch size (default: 256)")
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default: 0.1)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay (default: 1e-4)")
+    parser.add_argument("--lr-step-size", type=positive_int, default=None,
+                        help="epochs between lr decays, stepped as the reference's scheduler.step(epoch) (default: 50)")
+    parser.add_argument("--gamma", type=float, default=None, help="lr decay factor (default: 0.1)")
     parser.add_argument("--lr-drop", type=int, default=None, help="epoch of one extra lr decay (CAT-RS ImageNet recipe)")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"data-loading worker processes for file-based data, ImageNet (default: {DEFAULT_WORKERS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of data order and noise (default: 0)")
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
                         help="mixed precision (fp16 adds a gradient scaler; default: fp32)")
@@ -99,15 +109,17 @@ def run(args: argparse.Namespace) -> int:
     hyperparameters = method.hyperparameters(sigma, args.preset, **parse_overrides(args.hp, method))
     checkpoint = check_output_file(args.checkpoint, "--checkpoint")
     device = init_from_env(resolve_device(args.device))
-    spec, x, y = load_split(args.dataset, "train", args.data_dir)
-    soft = None
+    spec = registry.dataset(args.dataset)
+    soft, soft_name = None, "soft_labels"
     if args.soft_labels:
-        soft = read_soft_labels(args.soft_labels, len(x), spec.num_classes, "--soft-labels")
+        path = args.soft_labels
+        soft = load_npy(path, "--soft-labels")
+        soft_name = f"--soft-labels {str(path)!r}"
     elif args.teacher:
         with for_argument("--teacher"):
             teacher = load_checkpoint(args.teacher, map_location=device)
-        soft = smoothed_soft_labels(teacher, x, spec.num_classes, args.teacher_sigma, args.teacher_samples,
-                                    seed=args.seed, progress=not args.quiet)
+        soft = training_soft_labels(teacher, spec, args.teacher_sigma, args.teacher_samples, args.seed, args.data_dir,
+                                    workers=args.workers, progress=not args.quiet)
     elif method.needs_soft_labels:
         raise ValueError(
             f"method {method.name!r} needs soft labels: pass --soft-labels FILE.npy (from `catrs smooth-predict`) "
@@ -116,16 +128,17 @@ def run(args: argparse.Namespace) -> int:
     arch = args.arch or spec.default_arch
     torch.manual_seed(args.seed)
     model = registry.create_model(arch, spec.name).to(device)
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch, lr=args.lr, lr_step_size=args.lr_step_size,
-        gamma=args.gamma, lr_drop=args.lr_drop, seed=args.seed, checkpoint=str(checkpoint),
-        progress=not args.quiet, amp=args.amp, channels_last=args.channels_last,
-    )
+    given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
+    config = TrainConfig(**{**method.train_settings(args.preset), **given}, seed=args.seed,
+                         checkpoint=str(checkpoint), progress=not args.quiet, amp=args.amp,
+                         channels_last=args.channels_last)
     config.validate()
+    data = training_data(spec, args.data_dir, soft_labels=soft, soft_labels_name=soft_name, batch_size=config.batch_size,
+                         workers=args.workers)
     if args.restart:
         checkpoint.unlink(missing_ok=True)
-    history = train(model, method, hyperparameters, sigma, TensorData(x, y, soft), config,
+    history = train(model, method, hyperparameters, sigma, data, config,
                     checkpoint_fields={"arch": arch, "dataset": spec.name})
-    last = history[-1] if history else {"epoch": args.epochs, "loss": float("nan")}
+    last = history[-1] if history else {"epoch": config.epochs, "loss": float("nan")}
     print(f"{method.name}: epoch {last['epoch']}, loss {last['loss']:.4f}, checkpoint {checkpoint}")
     return 0

@@ -135,6 +135,10 @@ class Method:
         ``{hyper-parameter: HyperParameter}``: the type and range of each; values are checked
         against them when they are resolved. Hyper-parameters without a declaration (e.g. of
         third-party methods written before declarations existed) are not checked.
+    training : mapping
+        ``{preset name: {TrainConfig field: value}}``: optimiser settings a preset brings where
+        the method's reference trains differently from the shared recipe (e.g. MACER's own
+        learning rate 0.01, weight decay 5e-4 and 440 epochs); see :meth:`train_settings`.
     """
 
     name: str
@@ -146,6 +150,7 @@ class Method:
     chunks: str | None = None
     description: str = ""
     declared: Mapping[str, HyperParameter] = field(default_factory=dict)
+    training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def check_hyperparameter(self, name: str, value: Any, label: str | None = None) -> Any:
         """``value`` checked against the declaration of hyper-parameter ``name`` (unchecked without one).
@@ -197,6 +202,10 @@ class Method:
             params.update(table[float(sigma)])
         params.update(overrides)
         return {name: self.check_hyperparameter(name, value) for name, value in params.items()}
+
+    def train_settings(self, preset: str | None) -> dict[str, Any]:
+        """The :class:`~catrs_plugin.training.TrainConfig` fields preset ``preset`` sets (empty if none)."""
+        return dict(self.training.get(preset, {})) if preset is not None else {}
 
     def compute_loss(self, model: nn.Module, batch: TrainBatch, hyperparameters: Mapping[str, Any]) -> torch.Tensor:
         """Call the loss, checking that soft labels are there when the method needs them."""

@@ -16,6 +16,12 @@ Per example, with M noises ``d_1..d_M ~ N(0, sigma^2 I)`` and soft label ``p``:
 6. ``loss = mean(L_low + lbd * 1[K == M] * L_high)``.
 
 This is what ``code/train_catrs.py`` of ``alinlab/smoothing-catrs`` computes.
+
+Presets: ``paper`` (CIFAR-10/100, ResNet-110: M = 4, epsilon = 1, T = 4, lambda = 0.5 / 1 / 2 at
+sigma = 0.25 / 0.5 / 1, with the shared recipe of 150 epochs, lr 0.1 x0.1 every 50) and
+``imagenet`` (the command of ``EXPERIMENTS.MD`` for ResNet-50: sigma = 1, M = 2, epsilon = 1,
+T = 1, lambda = 2, ``warmup`` 80, ``confidence_mask``, trained for 90 epochs with the rate x0.1
+every 30 and the extra ``lr_drop`` in epoch 85, batch 256).
 """
 
 from __future__ import annotations
@@ -239,4 +245,5 @@ CATRS = Method(
         "confidence_mask": HyperParameter(bool),
         "warmup": HyperParameter(int, minimum=0, optional=True),
     },
+    training={"imagenet": {"epochs": 90, "batch_size": 256, "lr": 0.1, "lr_step_size": 30, "lr_drop": 85}},
 )

@@ -8,12 +8,14 @@ Two families read the same files:
 * numpy readers (ART's convention), behind the datasets :mod:`catrs_adapters.datasets`
   registers: :func:`read_cifar10`, :func:`read_cifar100`, :func:`read_corruption`,
   :func:`read_imagenet`, :func:`load_mnist` (RobustBench has no MNIST loader), and the
-  single-file readers :func:`read_cifar_batch` and :func:`read_idx`.
+  single-file readers :func:`read_cifar_batch` and :func:`read_idx`;
+* :func:`load_imagenet_train`, the ImageNet training split as a torch dataset that augments
+  each image as the reference's training transform does.
 """
 
 from catrs_adapters.data.cifar import read_cifar10, read_cifar100, read_cifar_batch
 from catrs_adapters.data.cifar10c import CORRUPTIONS, SEVERITIES, read_corruption
-from catrs_adapters.data.imagenet import read_imagenet
+from catrs_adapters.data.imagenet import load_imagenet_train, read_imagenet
 from catrs_adapters.data.mnist import load_mnist, read_idx
 from catrs_adapters.data.robustbench_loaders import load_cifar10, load_cifar10c, load_cifar100, load_imagenet
 
@@ -24,6 +26,7 @@ __all__ = [
     "load_cifar100",
     "load_cifar10c",
     "load_imagenet",
+    "load_imagenet_train",
     "load_mnist",
     "read_cifar10",
     "read_cifar100",

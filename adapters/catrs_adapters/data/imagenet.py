@@ -1,16 +1,20 @@
-"""ImageNet validation images from class folders, preprocessed like the reference code.
+"""ImageNet images from class folders, preprocessed like the reference code.
 
-Layout under ``data_dir`` (the validation set sorted into one folder per class, e.g. with
-``valprep.sh`` as the reference code and RobustBench expect)::
+Layout under ``data_dir`` (the training set as distributed, one folder per class, and the
+validation set sorted the same way, e.g. with ``valprep.sh`` as the reference code and
+RobustBench expect)::
 
+    data_dir/train/n01440764/n01440764_10026.JPEG
     data_dir/val/n01440764/ILSVRC2012_val_00000293.JPEG
     data_dir/val/n01443537/...
 
 Classes are the sorted folder names (torchvision's ``ImageFolder`` order, so the labels are
 the usual 0..999); images come in ``ImageFolder`` order (by class, then file name), or in the
-order of RobustBench's fixed list of 5,000 images. Each image is resized to 256 on its short
-side, centre-cropped to 224 and scaled to [0, 1] (the reference's ``test`` transform and
-RobustBench's ``Res256Crop224``).
+order of RobustBench's fixed list of 5,000 images. Each validation image is resized to 256 on
+its short side, centre-cropped to 224 and scaled to [0, 1] (the reference's ``test`` transform
+and RobustBench's ``Res256Crop224``). Each training image is augmented as in the reference's
+``train`` transform: ``RandomResizedCrop(224)`` and ``RandomHorizontalFlip()``, drawn anew every
+time the image is read (:class:`ImageFolderDataset`, :func:`load_imagenet_train`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from PIL import Image
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
@@ -27,21 +32,35 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from catrs_adapters.data._files import data_root, require_dir, require_file
 from catrs_plugin.validation import check_choice
 
-IMAGENET_URL = "https://image-net.org/download-images.php (ILSVRC2012_img_val.tar, 50,000 images)"
+IMAGENET_URL = (
+    "https://image-net.org/download-images.php (ILSVRC2012_img_val.tar, 50,000 images; for training, "
+    "ILSVRC2012_img_train.tar, 1,281,167 images)"
+)
 
 #: Image sets: every validation image, or RobustBench's 5,000.
 IMAGE_SETS = ("all", "robustbench")
 
 PREPROCESS = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
 
+#: The reference's ImageNet training transform (random draws from torch's generator).
+TRAIN_TRANSFORM = transforms.Compose(
+    [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+)
+
+
+def class_folder_samples(root: Path) -> list[tuple[Path, int]]:
+    """``(path, label)`` of every image under ``root/<class>/``, in ``ImageFolder`` order."""
+    _, class_to_idx = find_classes(str(root))
+    return [(Path(path), label) for path, label in make_dataset(str(root), class_to_idx, IMG_EXTENSIONS)]
+
 
 def imagenet_samples(data_dir: str | os.PathLike | None = None, image_set: str = "all") -> list[tuple[Path, int]]:
     """``(path, label)`` of the chosen validation images, in loading order."""
     check_choice(image_set, IMAGE_SETS, "image_set")
     root = require_dir(data_root(data_dir) / "val", "ImageNet", IMAGENET_URL)
-    _, class_to_idx = find_classes(str(root))
     if image_set == "all":
-        return [(Path(path), label) for path, label in make_dataset(str(root), class_to_idx, IMG_EXTENSIONS)]
+        return class_folder_samples(root)
+    _, class_to_idx = find_classes(str(root))
     from catrs_adapters.data.robustbench import imagenet_5000_list
 
     samples = []
@@ -145,3 +164,56 @@ def read_imagenet(
     images = ImageFolderArray([require_file(path, "ImageNet", IMAGENET_URL) for path, _ in samples])
     labels = np.array([label for _, label in samples], dtype=np.int64)
     return (images if lazy else images[:]), labels
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images decoded and transformed one at a time, for a ``DataLoader`` with worker processes.
+
+    Parameters
+    ----------
+    samples : list of (path, label)
+        The images, in order.
+    transform : callable
+        PIL image to ``(3, H, W)`` float tensor in [0, 1]; random transforms draw from torch's
+        generator, which :class:`catrs_plugin.training_data.SeededDataset` seeds per example.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], transform=TRAIN_TRANSFORM) -> None:
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        with Image.open(require_file(path, "ImageNet", IMAGENET_URL)) as image:
+            return self.transform(image.convert("RGB")), label
+
+
+def load_imagenet_train(
+    data_dir: str | os.PathLike | None = None, n_examples: int | None = None
+) -> ImageFolderDataset:
+    """The ImageNet training images under ``data_dir/train/<wnid>/`` with the reference's training transform.
+
+    The registered ``imagenet`` dataset's ``train_dataset``: training reads it through a
+    ``DataLoader`` with worker processes (the 1.28 million images do not fit in memory).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Folder holding ``train/`` (default ``./data``).
+    n_examples : int, optional
+        Keep the first ``n_examples`` in ``ImageFolder`` order (all when ``None``).
+    """
+    samples = class_folder_samples(require_dir(data_root(data_dir) / "train", "ImageNet", IMAGENET_URL))
+    if not samples:
+        raise FileNotFoundError(
+            f"ImageNet: no images under {str(data_root(data_dir) / 'train')!r}/<class>/; the data set is "
+            f"published at {IMAGENET_URL}"
+        )
+    if n_examples is not None:
+        if n_examples < 1:
+            raise ValueError(f"n_examples must be an integer >= 1 or None, got {n_examples}")
+        samples = samples[:n_examples]
+    return ImageFolderDataset(samples)
