@@ -59,10 +59,6 @@ TEACHER_SIGMA = 0.25
 #: Registered attack behind ``attack_eps``: ART's L2 PGD on the smoothed classifier.
 ATTACK = "art_l2_pgd"
 
-#: Noisy samples per forward pass when certifying on the CPU: for small inputs (digits) larger
-#: batches than :data:`catrs_plugin.smoothing.CPU_AUTO_BATCH` are several times faster.
-CPU_CERTIFY_BATCH = 10_000
-
 #: Budget fields that are :class:`~catrs_plugin.training.TrainConfig` fields too.
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "lr_step_size")
 
@@ -182,7 +178,7 @@ class Plan:
     budget: Budget
     seed: int
     attack_eps: tuple[float, ...] = ()
-    certify_batch: int | str | None = None
+    certify_batch: int | str = "auto"
     workers: int = DEFAULT_WORKERS
     fast: bool = False
     progress: bool = False
@@ -284,7 +280,7 @@ def run_comparison(
     device: torch.device | str = "cpu",
     runner: Any = None,
     method_presets: Mapping[str, str] | None = None,
-    certify_batch: int | str | None = None,
+    certify_batch: int | str = "auto",
     attack_eps: Sequence[float] = (),
     workers: int = DEFAULT_WORKERS,
     fast: bool = False,
@@ -321,9 +317,10 @@ def run_comparison(
         ``device``).
     method_presets : mapping, optional
         Method name to the preset it uses instead of ``preset`` (e.g. ``{"macer": "original"}``).
-    certify_batch : int or "auto", optional
+    certify_batch : int or "auto"
         Noisy samples per forward pass in certification and soft labels (results do not depend
-        on it); default: ``"auto"`` on CUDA, :data:`CPU_CERTIFY_BATCH` on the CPU.
+        on it); ``"auto"``: sized from free memory on CUDA,
+        :data:`~catrs_plugin.smoothing.CPU_AUTO_BATCH` on the CPU.
     attack_eps : sequence of float
         L2 radii of ART's PGD attack on the smoothed classifier; the empirical accuracy of each
         method's smoothed classifier (PREDICT on the adversarial example) is reported per radius.
@@ -364,7 +361,7 @@ def run_comparison(
         raise ValueError("methods is empty; pass at least one registered method")
     if attack_eps:
         registry.attack(ATTACK)  # fail before training when no plugin provides the attack
-    if certify_batch is not None and certify_batch != "auto":
+    if certify_batch != "auto":
         check_positive_int(certify_batch, "certify_batch")
     presets = {method.name: (method_presets or {}).get(method.name, preset) for method in methods}
     out = Path(output)
@@ -413,12 +410,6 @@ def run_comparison(
     return comparisons
 
 
-def _certify_batch(plan: Plan, device: torch.device) -> int | str:
-    if plan.certify_batch is not None:
-        return plan.certify_batch
-    return "auto" if device.type == "cuda" else CPU_CERTIFY_BATCH
-
-
 def train_run(
     plan: Plan, run: Run, soft: np.ndarray | None, device: torch.device, log: Callable[[str], None]
 ) -> tuple[torch.nn.Module, list[dict[str, float]], int, str | None]:
@@ -465,7 +456,7 @@ def teacher_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[st
     examples = plan.budget.train_examples if plan.budget.train_examples >= 0 else None
     computed = training_soft_labels_to_file(
         teacher, spec, TEACHER_SIGMA, plan.budget.soft_samples, path, plan.seed, plan.data_dir, n_examples=examples,
-        batch_size=_certify_batch(plan, device), workers=plan.workers, progress=plan.progress)
+        batch_size=plan.certify_batch, workers=plan.workers, progress=plan.progress)
     return computed > 0
 
 
@@ -502,7 +493,7 @@ def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[s
     if collapsed:
         log(f"[collapsed] {run.method} at sigma={run.sigma}: {collapsed}; not certified")
         return result
-    batch = _certify_batch(plan, device)
+    batch = plan.certify_batch
     log(f"[certify] {run.method} at sigma={run.sigma}: {len(indices)} examples")
     result["rows_certified"] = certify_to_file(
         model, spec.num_classes, run.sigma, x_test, y_test, tsv, indices, n0=budget.n0, n=budget.n,

@@ -64,9 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and noise (default: 0)")
     parser.add_argument("--attack-eps", default=None, metavar="EPS[,EPS...]",
                         help="also report each smoothed classifier's accuracy under ART's L2 PGD at these radii")
-    parser.add_argument("--certify-batch", type=batch_size_argument, default=None,
-                        help="noisy samples per forward pass in certification: auto or a number "
-                        "(default: auto on CUDA, 10000 on the CPU)")
+    parser.add_argument("--certify-batch", type=batch_size_argument, default="auto",
+                        help="noisy samples per forward pass in certification: auto (default: sized from free "
+                        "memory on CUDA, 1000 on the CPU) or a number")
     for option, help_text in BUDGET_OPTIONS.items():
         parser.add_argument(f"--{option.replace('_', '-')}", dest=f"budget_{option}", type=TYPES.get(option, int),
                             default=None, help=f"{help_text} (default: the preset's)")

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"{name}_noise_{sigma}.tsv"
         print(f"[certify] {name}: N0={args.N0} N={args.N} alpha={args.alpha} on {len(x_test)} examples")
         certify_to_file(model, spec.num_classes, sigma, x_test, y_test, path, n0=args.N0, n=args.N,
-                        alpha=args.alpha, batch_size=10_000, seed=args.seed, progress=not args.quiet)
+                        alpha=args.alpha, batch_size="auto", seed=args.seed, progress=not args.quiet)
         results = read_certify_results(path)
         curves[name] = results
         summaries.append({"method": name, **summarize(results, radii)})
