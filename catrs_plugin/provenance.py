@@ -58,11 +58,14 @@ class ProvenanceError(ValueError):
         What is wrong, naming the output and each setting that differs.
     path : pathlib.Path
         The output.
+    hint : str
+        How to start afresh (:data:`DEFAULT_HINT` unless the caller knows better).
     """
 
     def __init__(self, problem: str, path: Path, hint: str = DEFAULT_HINT) -> None:
         self.problem = problem
         self.path = path
+        self.hint = hint
         super().__init__(f"{problem}; {hint}")
 
 

@@ -145,3 +145,18 @@ def test_command_line(tmp_path, capsys):
                  str(tmp_path / "other"), "--certify-batch", "0"]) == 2
     assert "argument --certify-batch: must be an integer >= 1 or auto, got '0'" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_command_line_refusals_name_their_own_remedy(tmp_path, capsys):
+    tiny = ["--dataset", "digits", "--methods", "gaussian", "--sigma", "0.5", "--preset", "quick", "--epochs", "1",
+            "--N0", "20", "--N", "100", "--alpha", "0.01", "--max", "4", "--train-examples", "64", "--quiet"]
+    if not __import__("torch").cuda.is_available():
+        assert main(["compare", *tiny, "--output", str(tmp_path / "gpu"), "--devices", "cpu,cuda:0"]) == 2
+        assert "--devices cuda:0: CUDA is not available on this machine" in capsys.readouterr().err
+        assert not (tmp_path / "gpu").exists()
+    assert main(["compare", *tiny, "--output", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["compare", *tiny, "--output", str(tmp_path / "run"), "--device", "cpu", "--seed", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "seed was 0, now 1" in error and "pass another --output or the same settings" in error
+    assert "delete it" not in error  # deleting the folder would throw its finished runs away

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from typing import NoReturn, Sequence
 
-from catrs_plugin.provenance import ProvenanceError
+from catrs_plugin.provenance import DEFAULT_HINT, ProvenanceError
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,9 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ProvenanceError as error:
-        restart = "pass --restart to start afresh" if hasattr(args, "restart") else "delete it to start afresh"
-        print(f"catrs {args.command}: error: {error.problem}; {restart}, or choose another output path",
-              file=sys.stderr)
+        message = str(error)  # with the caller's hint, e.g. how to redo the shards of a distributed run
+        if hasattr(args, "restart"):
+            message = f"{error.problem}; pass --restart to start afresh, or choose another output path"
+        elif error.hint == DEFAULT_HINT:  # the Python wording (resume=False) means nothing here
+            message = f"{error.problem}; delete it to start afresh, or choose another output path"
+        print(f"catrs {args.command}: error: {message}", file=sys.stderr)
     except (ValueError, OSError) as error:
         print(f"catrs {args.command}: error: {error}", file=sys.stderr)
     return 2

@@ -18,8 +18,8 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="torch device; auto picks CUDA when available (default: auto)")
 
 
-def resolve_device(name: str) -> torch.device:
-    """The device named on the command line (``auto``: CUDA if available, else CPU).
+def resolve_device(name: str, option: str = "--device") -> torch.device:
+    """The device named on the command line by ``option`` (``auto``: CUDA if available, else CPU).
 
     Raises
     ------
@@ -31,12 +31,12 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+        raise ValueError(f"{option} must be auto, cpu, cuda or cuda:N, got {name!r}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+            raise ValueError(f"{option} {name}: CUDA is not available on this machine; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 

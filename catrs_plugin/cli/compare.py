@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from catrs_plugin.cli._common import add_data_arguments, batch_size_argument
+from catrs_plugin.cli._common import add_data_arguments, batch_size_argument, resolve_device
 from catrs_plugin.cli.certify import add_fast_argument
 from catrs_plugin.compare import BUDGETS, parse_floats, parse_method_presets, parse_methods, run_comparison
 from catrs_plugin.fast_inference import log_compilation_to_stderr
@@ -103,13 +103,7 @@ def devices_from(args: argparse.Namespace) -> tuple[list[str], bool]:
         names, explicit = [f"cuda:{i}" for i in range(torch.cuda.device_count())], False
     else:
         names, explicit = ["cpu"], False
-    devices = []
-    for name in names:
-        try:
-            devices.append(str(torch.device(name)))
-        except RuntimeError:
-            raise ValueError(f"--devices must list torch devices such as cpu, cuda, cuda:1; got {name!r}") from None
-    return devices, explicit
+    return [str(resolve_device(name, "--devices" if args.devices else "--device")) for name in names], explicit
 
 
 def choose_runner(args: argparse.Namespace, file_based: bool):
