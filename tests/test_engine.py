@@ -372,3 +372,8 @@ def test_fast_reaches_compare_and_the_art_estimator(monkeypatch):
     assert smooth.fast and smooth.recipe.fold_batchnorm and smooth.recipe.autocast_dtype == torch.bfloat16
     again = estimator.smooth(batch_size=100)
     assert again.base_classifier is smooth.base_classifier  # one module per estimator: compiled once, not per call
+    exact = PyTorchCATRS(model, nn.CrossEntropyLoss(), (1, 8, 8), 10, device_type="cpu", scale=0.25)
+    for mode in (True, False, True):  # the reused module restores the mode the caller set, not the first one
+        model.train(mode)
+        exact.predict(np.zeros((1, 1, 8, 8), np.float32), batch_size=100)
+        assert model.training is mode

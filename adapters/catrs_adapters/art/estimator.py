@@ -135,6 +135,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         module = getattr(self, "_prediction_module", None)
         if module is None or module.net is not self.model:
             module = self._prediction_module = Preprocessed(self, fit=False)
+        module.training = self.model.training  # the mode the caller left the network in, restored after the call
         return Smooth(
             module, self.nb_classes, self.scale, batch_size=batch_size, seed=self.seed,
             input_shape=self.input_shape, autocast_dtype=self.autocast_dtype, fast=self.fast, progress=verbose,
