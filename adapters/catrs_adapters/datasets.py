@@ -93,7 +93,7 @@ def _cifar100(split: str, data_dir: str | os.PathLike | None = None, n_examples:
 
 def _cifar10c(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):
     x, y, _ = read_corruption(split, data_dir)
-    return take(x, y, n_examples)
+    return take(n_examples, x, y)
 
 
 def _imagenet(split: str, data_dir: str | os.PathLike | None = None, n_examples: int | None = None):

@@ -45,10 +45,10 @@ def require_dir(path: Path, dataset: str, published: str) -> Path:
     return path
 
 
-def take(x, y, n_examples: int | None):
-    """The first ``n_examples`` rows of ``x`` and ``y`` (all when ``None``)."""
+def take(n_examples: int | None, *rows):
+    """The first ``n_examples`` of each of ``rows`` (arrays or lists; all when ``None``), as a tuple."""
     if n_examples is None:
-        return x, y
+        return rows
     if n_examples < 1:
         raise ValueError(f"n_examples must be an integer >= 1 or None, got {n_examples}")
-    return x[:n_examples], y[:n_examples]
+    return tuple(r[:n_examples] for r in rows)

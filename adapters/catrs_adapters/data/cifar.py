@@ -70,7 +70,7 @@ def read_cifar_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n_examples`` images of ``files`` in order, as ``(x uint8 (n, 3, 32, 32), y int64 (n,))``."""
     parts = [read_cifar_batch(require_file(folder / file, name, url), label_key) for file in files]
-    return take(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), n_examples)
+    return take(n_examples, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def cifar10_split(split: str, data_dir: str | os.PathLike | None, n_examples: int | None):

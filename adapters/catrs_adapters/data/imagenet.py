@@ -29,7 +29,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from catrs_adapters.data._files import data_root, require_dir, require_file
+from catrs_adapters.data._files import data_root, require_dir, require_file, take
 from catrs_plugin.validation import check_choice
 
 IMAGENET_URL = (
@@ -157,10 +157,7 @@ def read_imagenet(
     samples = imagenet_samples(data_dir, image_set)
     if shuffle:
         samples = [samples[i] for i in np.random.default_rng(seed).permutation(len(samples))]
-    if n_examples is not None:
-        if n_examples < 1:
-            raise ValueError(f"n_examples must be an integer >= 1 or None, got {n_examples}")
-        samples = samples[:n_examples]
+    (samples,) = take(n_examples, samples)
     images = ImageFolderArray([require_file(path, "ImageNet", IMAGENET_URL) for path, _ in samples])
     labels = np.array([label for _, label in samples], dtype=np.int64)
     return (images if lazy else images[:]), labels
@@ -187,8 +184,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        with Image.open(require_file(path, "ImageNet", IMAGENET_URL)) as image:
-            return self.transform(image.convert("RGB")), label
+        return decode_image(path, self.transform), label
 
 
 def load_imagenet_train(
@@ -212,8 +208,5 @@ def load_imagenet_train(
             f"ImageNet: no images under {str(data_root(data_dir) / 'train')!r}/<class>/; the data set is "
             f"published at {IMAGENET_URL}"
         )
-    if n_examples is not None:
-        if n_examples < 1:
-            raise ValueError(f"n_examples must be an integer >= 1 or None, got {n_examples}")
-        samples = samples[:n_examples]
+    (samples,) = take(n_examples, samples)
     return ImageFolderDataset(samples)

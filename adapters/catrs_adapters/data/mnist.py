@@ -79,5 +79,5 @@ def load_mnist(
     labels = read_idx(_find(folder, f"{_PREFIX[split]}-labels-idx1-ubyte"))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"MNIST {split}: expected (n, 28, 28) images and n labels, got {images.shape}, {labels.shape}")
-    x, y = take(images, labels, n_examples)
+    x, y = take(n_examples, images, labels)
     return x[:, None].astype(np.float32) / 255.0, y.astype(np.int64)

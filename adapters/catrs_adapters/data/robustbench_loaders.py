@@ -33,6 +33,7 @@ from torchvision import transforms
 from catrs_adapters.data.cifar import cifar10_split, cifar100_split
 from catrs_adapters.data.cifar10c import CORRUPTIONS, corruption_arrays, severity_block
 from catrs_adapters.data.imagenet import PREPROCESS, decode_image, imagenet_samples
+from catrs_plugin.validation import check_positive_int
 
 #: RobustBench's default CIFAR transform (``PREPROCESSINGS[None]``).
 TO_TENSOR = transforms.ToTensor()
@@ -91,8 +92,7 @@ def load_cifar10c(
     y : torch.Tensor
         ``(n,)``, in the dtype of ``labels.npy`` (uint8 in the published files), as RobustBench.
     """
-    if isinstance(n_examples, bool) or not isinstance(n_examples, (int, np.integer)) or n_examples < 1:
-        raise ValueError(f"n_examples must be an integer >= 1, got {n_examples!r}")
+    check_positive_int(n_examples, "n_examples")
     per_corruption = -(-int(n_examples) // len(corruptions))
     images, labels = [], []
     for corruption in corruptions:
