@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from catrs_plugin.smoothing import derive_seed, model_device
+from catrs_plugin.smoothing import derive_seed, evaluating, model_device
 
 #: A run whose last epoch's loss exceeds this many times its first epoch's has diverged.
 DIVERGENCE_FACTOR = 4.0
@@ -57,17 +57,12 @@ def noisy_predictions(
     """The model's class for one Gaussian draw around every input (eval mode, seeded)."""
     device = model_device(model)
     generator = torch.Generator(device=device).manual_seed(derive_seed(seed, CHECK_STREAM))
-    was_training = model.training
-    model.eval()
     predictions = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                batch = torch.as_tensor(np.asarray(x[start : start + batch_size], dtype=np.float32)).to(device)
-                noise = torch.randn(batch.shape, generator=generator, device=device) * sigma
-                predictions.append(model(batch + noise).argmax(dim=1).cpu())
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            batch = torch.as_tensor(np.asarray(x[start : start + batch_size], dtype=np.float32)).to(device)
+            noise = torch.randn(batch.shape, generator=generator, device=device) * sigma
+            predictions.append(model(batch + noise).argmax(dim=1).cpu())
     return torch.cat(predictions).numpy()
 
 

@@ -24,6 +24,7 @@ forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Iterator, Mapping, Sequence
 
@@ -84,6 +85,17 @@ def model_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; the mode it had is restored on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class Smooth:
@@ -293,24 +305,18 @@ class Smooth:
         phases = [(int(phase), check_positive_int(n, "n")) for phase, n in plan.items()]
         per_example = sum(n for _, n in phases)
         counts = torch.zeros(len(inputs) * len(phases) * self.num_classes, dtype=torch.long, device=self.device)
-        model = self.base_classifier
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode(), tqdm(
-                total=len(inputs) * per_example,
-                unit="sample",
-                unit_scale=True,
-                desc="smoothing",
-                disable=not self.progress,
-            ) as bar:
-                batch_size = self.resolve_batch_size(tuple(inputs.shape[1:]))
-                ones = torch.ones(batch_size, dtype=torch.long, device=self.device)
-                for offsets, batch in self._batches(inputs, keys, phases, batch_size):
-                    counts.index_add_(0, offsets + self._classify(batch), ones[: len(batch)])
-                    bar.update(len(batch))
-        finally:
-            model.train(was_training)
+        with evaluating(self.base_classifier), torch.inference_mode(), tqdm(
+            total=len(inputs) * per_example,
+            unit="sample",
+            unit_scale=True,
+            desc="smoothing",
+            disable=not self.progress,
+        ) as bar:
+            batch_size = self.resolve_batch_size(tuple(inputs.shape[1:]))
+            ones = torch.ones(batch_size, dtype=torch.long, device=self.device)
+            for offsets, batch in self._batches(inputs, keys, phases, batch_size):
+                counts.index_add_(0, offsets + self._classify(batch), ones[: len(batch)])
+                bar.update(len(batch))
         return counts.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
 
     def resolve_batch_size(self, input_shape: tuple[int, ...]) -> int:
@@ -331,18 +337,12 @@ class Smooth:
         """``(bytes per sample, free bytes)``: the peak memory of an uncompiled forward pass of
         :data:`AUTO_PROBE` samples, and the device's free memory."""
         device = self.device
-        model = self.base_classifier
         forward = self._forward.eager if isinstance(self._forward, CompiledForward) else self._forward
-        was_training = model.training
-        model.eval()
         torch.cuda.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        try:
-            with torch.inference_mode():
-                forward(torch.zeros((AUTO_PROBE, *input_shape), device=device))
-        finally:
-            model.train(was_training)
+        with evaluating(self.base_classifier), torch.inference_mode():
+            forward(torch.zeros((AUTO_PROBE, *input_shape), device=device))
         per_sample = (torch.cuda.max_memory_allocated(device) - before) / AUTO_PROBE
         free, _ = torch.cuda.mem_get_info(device)
         return per_sample, free

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.smoothed import frozen
 
 
 def kl_to_soft_labels(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
@@ -94,26 +95,16 @@ def worst_case_noise(
     targets = soft_labels.detach().repeat(m, 1)
     step = 2.0 * epsilon / num_steps
 
-    was_training = model.training
-    grad_flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
     noise = start
-    try:
-        with torch.enable_grad():
-            for _ in range(num_steps):
-                noise = noise.detach().requires_grad_(True)
-                logits = model(repeated + noise.view_as(repeated))
-                loss = kl_to_soft_labels(logits, targets).sum() / m
-                (grad,) = torch.autograd.grad(loss, [noise])
-                grad = grad / (grad.norm(dim=1, keepdim=True) + 1e-8)
-                noise = start + project_l2(noise.detach() + step * grad - start, epsilon)
-                noise = match_moments(noise, mean0, rms0)
-    finally:
-        model.train(was_training)
-        for parameter, flag in zip(model.parameters(), grad_flags):
-            parameter.requires_grad_(flag)
+    with frozen(model):
+        for _ in range(num_steps):
+            noise = noise.detach().requires_grad_(True)
+            logits = model(repeated + noise.view_as(repeated))
+            loss = kl_to_soft_labels(logits, targets).sum() / m
+            (grad,) = torch.autograd.grad(loss, [noise])
+            grad = grad / (grad.norm(dim=1, keepdim=True) + 1e-8)
+            noise = start + project_l2(noise.detach() + step * grad - start, epsilon)
+            noise = match_moments(noise, mean0, rms0)
     return noise.detach().view_as(noises)
 
 

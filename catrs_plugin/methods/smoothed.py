@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from catrs_plugin.smoothing import evaluating
+
 #: Training length of the paper's CIFAR-10 recipe, in epochs.
 PAPER_EPOCHS = 150
 
@@ -66,15 +68,12 @@ def flat_norms(tensor: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode with parameters frozen, as the reference attacks run; both are restored on exit."""
-    was_training = model.training
     flags = [parameter.requires_grad for parameter in model.parameters()]
-    model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     try:
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             yield model
     finally:
-        model.train(was_training)
         for parameter, flag in zip(model.parameters(), flags):
             parameter.requires_grad_(flag)

@@ -28,7 +28,7 @@ from catrs_plugin import provenance
 from catrs_plugin.atomic import save_npy_atomic
 from catrs_plugin.certification import predict_to_file
 from catrs_plugin.reading import load_npy
-from catrs_plugin.smoothing import derive_seed, model_device
+from catrs_plugin.smoothing import derive_seed, evaluating, model_device
 from catrs_plugin.specs import AttackSpec
 
 #: Examples per PGD batch (each takes ``attack_samples`` noisy forward passes per step).
@@ -72,15 +72,9 @@ def pgd_examples(
         estimator, norm=2, eps=eps, eps_step=2.5 * eps / steps, max_iter=steps, targeted=False, num_random_init=0,
         batch_size=ATTACK_BATCH, verbose=progress,
     )
-    was_training = model.training
-    model.eval()
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(seed, int(round(eps * 1e6)), 2))
-            return attack.generate(np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64)).astype(np.float32)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(seed, int(round(eps * 1e6)), 2))
+        return attack.generate(np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64)).astype(np.float32)
 
 
 def attack_to_file(
