@@ -113,9 +113,10 @@ def certify_to_file(
     alpha = check_alpha(alpha)
     smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
                     autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
-    record = {"command": "certify", "N0": n0, **_settings(smooth, x, y, indices, n, alpha), **(settings or {})}
+    x, y, selected = _selection(x, y, indices)
+    record = {"command": "certify", "N0": n0, **_settings(smooth, x, y, selected, n, alpha, settings)}
     return _run(
-        smooth, x, y, outfile, indices, CERTIFY_HEADER, n0 + n, resume, progress, record,
+        smooth, x, y, outfile, selected, CERTIFY_HEADER, n0 + n, resume, progress, record,
         lambda batch, keys: smooth.certify(batch, n0, n, alpha, indices=keys),
         lambda i, label, result, seconds: format_certify_row(i, label, int(result[0]), float(result[1]), seconds),
     )
@@ -151,30 +152,34 @@ def predict_to_file(
     alpha = check_alpha(alpha)
     smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
                     autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
-    record = {"command": "predict", **_settings(smooth, x, y, indices, n, alpha), **(settings or {})}
+    x, y, selected = _selection(x, y, indices)
+    record = {"command": "predict", **_settings(smooth, x, y, selected, n, alpha, settings)}
     return _run(
-        smooth, x, y, outfile, indices, PREDICT_HEADER, n, resume, progress, record,
+        smooth, x, y, outfile, selected, PREDICT_HEADER, n, resume, progress, record,
         lambda batch, keys: (smooth.predict(batch, n, alpha, indices=keys),),
         lambda i, label, result, seconds: format_predict_row(i, label, int(result[0]), seconds),
     )
 
 
-def _settings(smooth: Smooth, x, y, indices, n: int, alpha: float) -> dict[str, Any]:
-    """What decides the rows of a result file (the record :class:`ResultWriter` checks), apart from ``N0``.
+def _settings(smooth: Smooth, x, y, selected: np.ndarray, n: int, alpha: float,
+              given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What decides the rows of a result file (the record :class:`ResultWriter` checks), apart from ``N0``;
+    the caller's ``given`` settings replace computed ones of the same name (those are then not computed).
 
     ``precision`` names the inference recipe wherever it may round differently from the plain fp32
     computation (autocast, ``channels_last``, folded batch norm, ``torch.compile``, the fast
     path); the batch size changes no number.
     """
-    x, y, selected = _selection(x, y, indices)
+    given = dict(given or {})
     recipe = smooth.recipe
     precision = [provenance.precision_name(recipe.autocast_dtype)] + [
         f"{field.name}={getattr(recipe, field.name)}" for field in dataclasses.fields(recipe)
         if field.name != "autocast_dtype" and getattr(recipe, field.name) != field.default
     ]
-    return {"model": provenance.weights_digest(smooth.base_classifier), "data": provenance.data_identity(x, y),
-            "indices": provenance.indices_record(selected), "sigma": smooth.sigma, "N": n, "alpha": alpha,
-            "seed": smooth.seed, "precision": ", ".join(precision)}
+    digests = {"model": lambda: provenance.weights_digest(smooth.base_classifier),
+               "data": lambda: provenance.data_identity(x, y), "indices": lambda: provenance.indices_record(selected)}
+    return {**{key: digest() for key, digest in digests.items() if key not in given}, "sigma": smooth.sigma, "N": n,
+            "alpha": alpha, "seed": smooth.seed, "precision": ", ".join(precision), **given}
 
 
 def _selection(x, y, indices):
@@ -188,8 +193,7 @@ def _selection(x, y, indices):
     return x, y, selected
 
 
-def _run(smooth, x, y, outfile, indices, header, per_example, resume, progress, record, compute, format_row) -> int:
-    x, y, selected = _selection(x, y, indices)
+def _run(smooth, x, y, outfile, selected, header, per_example, resume, progress, record, compute, format_row) -> int:
     group = max(1, -(-smooth.resolve_batch_size(tuple(x.shape[1:])) // per_example))
     written = 0
     with ResultWriter(outfile, record, header, resume=resume, selection=selected) as writer:

@@ -17,6 +17,7 @@ import argparse
 
 import numpy as np
 
+from catrs_plugin import provenance
 from catrs_plugin.certification import certify_to_file, select_indices
 from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli._common import (
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     with for_argument("base_classifier"):
         model = load_checkpoint(args.base_classifier, map_location=device, dataset=spec.name)
+    digest = provenance.weights_digest(model)  # once, not once per corruption
     for corruption in corruptions:
         with for_argument("--data-dir"):
             x, y = spec.load(corruption, data_dir=args.data_dir)
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             model, spec.num_classes, sigma, x, y, outfile, rows,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
             autocast_dtype=AMP_DTYPES.get(args.amp), resume=not args.restart, progress=not args.quiet,
-            settings={"dataset": spec.name, "split": corruption},
+            settings={"model": digest, "dataset": spec.name, "split": corruption},
         )
         print(f"{corruption}: wrote {written} rows to {outfile} ({len(rows) - written} already done)")
     return 0

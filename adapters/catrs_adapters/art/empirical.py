@@ -124,8 +124,8 @@ def attack_to_file(
         provenance.save(examples, settings, lambda path: save_npy_atomic(path, adversarial))
     attacked = np.array(x, dtype=np.float32, copy=True)
     attacked[indices] = adversarial
-    return predict_to_file(model, num_classes, sigma, attacked, y, outfile, indices, n=n,
-                           alpha=alpha, batch_size=batch_size, seed=seed, progress=progress)
+    return predict_to_file(model, num_classes, sigma, attacked, y, outfile, indices, n=n, alpha=alpha,
+                           batch_size=batch_size, seed=seed, progress=progress, settings={"model": settings["model"]})
 
 
 #: Registered as ``art_l2_pgd`` (see :mod:`catrs_adapters.builtins`); ``catrs compare --attack-eps`` runs it.
