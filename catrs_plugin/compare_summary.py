@@ -36,7 +36,6 @@ COLLAPSED = "collapsed"
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write ``settings.json`` on the first run; on later runs, refuse settings that differ."""
     path = out / "settings.json"
-    settings = json.loads(json.dumps(settings))  # tuples as lists, as they are stored
     if path.exists():
         provenance.check(provenance.read_json(path, "comparison settings"), settings, out, "comparison folder",
                          hint="pass another --output or the same settings")

@@ -168,12 +168,11 @@ def merge_shards(
     paths = [Path(p) for p in shards] if shards is not None else find_shards(outfile)
     if not paths:
         raise FileNotFoundError(f"no shard files {os.fspath(outfile)}.rank0, .rank1, ... to merge")
-    record = provenance.read_record(paths[0])
-    for path in paths:
-        other = provenance.read_record(path)
+    records = [provenance.read_record(path) for path in paths]
+    for path, other in zip(paths, records):
         if other is None:
-            provenance.check(None, {}, path, "shard", MERGE_HINT)
-        changed = provenance.differences(record, other, "{key} {old} in the first shard, {new} in this one")
+            provenance.check(None, {}, path, "shard", MERGE_HINT)  # the message of an output without a record
+        changed = provenance.differences(records[0], other, "{key} {old} in the first shard, {new} in this one")
         if changed:
             raise provenance.ProvenanceError(
                 f"shard {str(path)!r} comes from another run than {str(paths[0])!r} ({'; '.join(changed)})",
@@ -201,5 +200,5 @@ def merge_shards(
             raise ValueError(f"the shards lack {len(missing)} of {len(order)} selected examples "
                              f"(first: {missing[:5]}); rerun the certification to complete them")
     text = "\n".join(["\t".join(header)] + ["\t".join(rows[i]) for i in order]) + "\n"
-    provenance.save(outfile, record, lambda path: write_atomic(path, text))
+    provenance.save(outfile, records[0], lambda path: write_atomic(path, text))
     return len(order)

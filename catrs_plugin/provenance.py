@@ -6,7 +6,9 @@ distributed run, corruption results) is described by its *settings*: a dict of p
 naming the model (a SHA-256 of its weights), the data (a SHA-256 of the arrays), the selected
 examples, and every parameter that changes the numbers (sigma, N0, N, alpha, seed, precision,
 the training method and its hyper-parameters ...). What cannot change the numbers (batch
-sizes, progress bars, memory formats) is left out, so a rerun may change it.
+sizes, progress bars, the number of data-loading workers) is left out, so a rerun may change
+it; options that may round differently (autocast, ``channels_last``, ``torch.compile``) are
+recorded.
 
 Before an existing output is continued or reused, its recorded settings must equal the current
 ones; otherwise :class:`ProvenanceError` names every setting that differs. An existing output

@@ -251,8 +251,10 @@ class ResultWriter:
 
     def _read(self) -> ResultTable | None:
         """The complete rows of the existing file; None if a killed run did not even finish the header."""
-        content = self.path.read_bytes()
-        if b"\n" not in content and ("\t".join(self.header) + "\n").encode().startswith(content):
+        header_line = ("\t".join(self.header) + "\n").encode()
+        with open(self.path, "rb") as handle:
+            head = handle.read(len(header_line))  # enough to tell; read_table reads the rest
+        if b"\n" not in head and header_line.startswith(head):
             return None
         return read_table(self.path, (self.header,), cut_last_row=True)
 
