@@ -265,10 +265,9 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         numpy.ndarray
             ``(n, nb_classes)`` one-hot rows (float32), or logits.
         """
-        attacked = attack_in_progress(self) is not None
+        if logits or attack_in_progress(self) is not None:
+            return self.soft_logits(x, batch_size)  # which checks x
         inputs = self._inputs(x, "x")
-        if logits or attacked:
-            return self.soft_logits(inputs, batch_size)
         smooth = self.smooth(batch_size, verbose)
         if is_abstain:
             classes = smooth.predict(inputs, self.sample_size, self.alpha, indices)
