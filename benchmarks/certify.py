@@ -144,9 +144,10 @@ def measure(config, contender):
     common = (config["alpha"], config["sigma"], batch, classes, device)
     warm = (config["n0"], config["n"]) if variant == "fast" else (config["batch"], config["batch"])
     warm_result = function(model, x[:1], *warm, *common, **options)
+    # engine_certify also returns the seconds spent compiling per shape (copied before the timed run adds to it)
     compiled = dict(warm_result[1]) if kind == "engine" else {}
     result, seconds, memory = timed(device, lambda: function(model, x, config["n0"], config["n"], *common, **options))
-    predictions, radii = result[0] if kind == "engine" else result
+    (predictions, radii), run_compiled = result if kind == "engine" else (result, {})
     samples = len(x) * (config["n0"] + config["n"])
     peak, source = peak_tflops(device, precision, config["peak_tflops"])
     achieved = flops * samples / seconds / 1e12
@@ -154,15 +155,16 @@ def measure(config, contender):
         "contender": contender, "seconds_per_image": seconds / len(x), "samples_per_second": samples / seconds,
         "tflops": achieved, "peak": peak, "peak_source": source, "memory_mib": memory, "gflops_per_sample":
         flops / 1e9, "predictions": np.asarray(predictions), "radii": np.asarray(radii, dtype=np.float64),
-        "device": describe_device(device), "compile_seconds": sum(compiled.values()),
-        "compile_seconds_in_run": sum(v for k, v in (result[1] if kind == "engine" else {}).items() if k not in compiled),
+        "device": describe_device(device), "model": config["checkpoint"] or config["model"],
+        "compile_seconds": sum(compiled.values()),
+        "compile_seconds_in_run": sum(v for k, v in run_compiled.items() if k not in compiled),
     }
 
 
 def report(results, config):
     base = results["engine"]
     print(f"device: {base['device']}")
-    print(f"model: {config['checkpoint'] or config['model']}, {base['gflops_per_sample']:.4g} GFLOP per forward "
+    print(f"model: {base['model']}, {base['gflops_per_sample']:.4g} GFLOP per forward "
           f"sample; {config['images']} images, N0={config['n0']}, N={config['n']}, alpha={config['alpha']}, "
           f"sigma={config['sigma']}, batch={config['batch']}")
     print(f"{'contender':<13}{'s/image':>10}{'samples/s':>12}{'TFLOP/s':>10}{'% peak':>8}{'peak MiB':>10}"
@@ -253,7 +255,7 @@ def run(options):
     if config["trained"]:
         path, config["dataset"] = trained_checkpoint(config["trained"], config["trained_dir"],
                                                      torch.device(config["device"]), config["trained_epochs"])
-        config["checkpoint"] = options["checkpoint"] = str(path)
+        config["checkpoint"] = str(path)
     names = {"fast": "engine-fast"}
     contenders = list(dict.fromkeys(["engine", *(names.get(c, c) for c in config["contenders"]),
                                      *(f"engine-{amp}" for amp in config["amp"])]))
