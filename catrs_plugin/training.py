@@ -1,7 +1,7 @@
 """The training loop shared by every method, the ART trainer and the command line.
 
 Per epoch: set the learning rate the reference scripts use in that epoch
-(:func:`catrs_plugin.schedules.learning_rate`); shuffle with a generator seeded by
+(:func:`catrs_plugin.schedules.learning_rate`; a caller's own optimizer keeps its rates); shuffle with a generator seeded by
 ``(seed, epoch)``; augment each loader batch on the device with the data set's training
 augmentation, drawn from a generator seeded by ``(seed, epoch, batch)``; split each loader
 batch into ``method.chunks`` optimizer steps (the reference code's mini-batch chunking);
@@ -135,10 +135,10 @@ class TrainConfig:
         if self.compile is not None:
             check_choice(self.compile, COMPILE_MODES, "compile")
 
-    def learning_rate(self, epoch: int, base_lr: float | None = None) -> float:
-        """The rate of epoch ``epoch`` (0-based) for initial rate ``base_lr`` (default ``lr``)."""
-        return learning_rate(epoch, self.lr if base_lr is None else base_lr, step_size=self.lr_step_size,
-                             gamma=self.gamma, lr_drop=self.lr_drop, milestones=self.lr_milestones)
+    def learning_rate(self, epoch: int) -> float:
+        """The rate of epoch ``epoch`` (0-based)."""
+        return learning_rate(epoch, self.lr, step_size=self.lr_step_size, gamma=self.gamma, lr_drop=self.lr_drop,
+                             milestones=self.lr_milestones)
 
 
 class TrainingDiverged(ValueError):
@@ -300,6 +300,7 @@ def train(
     config: TrainConfig,
     optimizer: torch.optim.Optimizer | None = None,
     checkpoint_fields: Mapping[str, Any] | None = None,
+    epoch_end: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with ``method`` and return the per-epoch history.
 
@@ -318,10 +319,14 @@ def train(
     config : TrainConfig
         Optimisation settings.
     optimizer : torch.optim.Optimizer, optional
-        Defaults to :func:`make_optimizer`; either way each parameter group's rate is set at the
-        start of every epoch from its initial rate by :meth:`TrainConfig.learning_rate`.
+        The caller's optimizer, whose learning rates are the caller's to set (e.g. by stepping a
+        scheduler from ``epoch_end``); without one, :func:`make_optimizer`'s SGD is used and its
+        rate set at the start of every epoch by :meth:`TrainConfig.learning_rate`.
     checkpoint_fields : mapping, optional
         Extra entries for the checkpoint (``arch``, ``dataset``): plain values only.
+    epoch_end : callable, optional
+        Called with the 0-based epoch after each epoch, once its history entry and checkpoint
+        are written (e.g. validation, a scheduler step).
 
     Returns
     -------
@@ -344,9 +349,8 @@ def train(
     device = model_device(model)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    scheduled = optimizer is None
     optimizer = optimizer or make_optimizer(model, config)
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
@@ -365,8 +369,9 @@ def train(
 
     for epoch in range(start_epoch, config.epochs):
         began = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate(epoch, group["initial_lr"])
+        if scheduled:
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(epoch)
         streams = (config.seed, epoch, 1) if world == 1 else (config.seed, epoch, 1, rank)
         generator = torch.Generator(device=device).manual_seed(derive_seed(*streams))
         net.train()
@@ -431,6 +436,8 @@ def train(
                     **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
                 },
             )
+        if epoch_end is not None:
+            epoch_end(epoch)
     return history
 
 

@@ -3,15 +3,15 @@
 ART's ``PyTorchRandomizedSmoothing.fit(x, y, batch_size, nb_epochs, training_mode, drop_last,
 scheduler, verbose)`` trains with the estimator's optimizer and steps the caller's learning-rate
 scheduler after every epoch; ART's trainers also pass ``validation_data``. The shared loop runs
-whole epochs, so what ART does around an epoch travels with the data: the loop asks its data
-for each epoch's batches, and :class:`EpochHooks` run before the first and after the last.
+them after each epoch (its ``epoch_end``, :func:`epoch_end`); ``drop_last`` and the range check
+of a generator's batches are kinds of training data (:class:`DropLastData`,
+:class:`RangeCheckedLoaderData`).
 
 The learning rate:
 
 * an estimator built with an optimizer keeps it, and its learning rate is the caller's: fixed,
-  or set by the caller's ``scheduler``, stepped once after every epoch as ART steps it. The
-  loop's own schedule never reaches it (the hooks restore the caller's rate before every epoch
-  and after the last, and remove the ``initial_lr`` entry the loop adds to its parameter groups).
+  or set by the caller's ``scheduler``, stepped once after every epoch as ART steps it (the
+  loop leaves a caller's optimizer's rates alone).
 * an estimator without an optimizer (ART would refuse to train it) trains with the paper's SGD
   and step schedule, set by :data:`SCHEDULE_OPTIONS`.
 """
@@ -39,98 +39,54 @@ SCHEDULE_OPTIONS = ("lr", "momentum", "weight_decay", "lr_step_size", "gamma", "
 TRAIN_OPTIONS = SCHEDULE_OPTIONS + ("checkpoint", "amp", "channels_last", "fused")
 
 
-class EpochHooks:
-    """What ART's ``fit`` does around each epoch: the caller's learning rate and scheduler, validation.
+def epoch_end(scheduler: Any, validate: Callable[[int], None] | None) -> Callable[[int], None]:
+    """What ART's ``fit`` does after each epoch: validation, then one step of the caller's scheduler.
 
     Parameters
     ----------
-    optimizer : torch.optim.Optimizer or None
-        The caller's optimizer, whose learning rate the hooks keep; ``None`` when the loop
-        created the optimizer and owns its schedule.
     scheduler : torch.optim.lr_scheduler.LRScheduler or None
-        The caller's scheduler of ``optimizer``, stepped after every epoch.
+        The caller's scheduler of the estimator's optimizer.
     validate : callable, optional
-        Called with the 0-based epoch after each epoch.
+        Called with the 0-based epoch (see :func:`validation`).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer | None, scheduler: Any, validate: Callable[[int], None] | None):
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.validate = validate
-        self.pending_step = False
-        groups = [] if optimizer is None else optimizer.param_groups
-        self.rates = [group["lr"] for group in groups]
-        self.had_initial_lr = ["initial_lr" in group for group in groups]
+    def end(epoch: int) -> None:
+        if validate is not None:
+            validate(epoch)
+        if scheduler is not None:
+            scheduler.step()
 
-    def start(self) -> None:
-        """Before an epoch: the caller's rate, then the scheduler step owed by the previous epoch."""
-        if self.optimizer is None:
-            return
-        for group, rate in zip(self.optimizer.param_groups, self.rates):
-            group["lr"] = rate
-        if self.pending_step and self.scheduler is not None:
-            self.scheduler.step()
-            self.rates = [group["lr"] for group in self.optimizer.param_groups]
-        self.pending_step = False
-
-    def end(self, epoch: int) -> None:
-        """After an epoch: validation; the scheduler step is taken before the next epoch or in :meth:`finish`."""
-        if self.validate is not None:
-            self.validate(epoch)
-        self.pending_step = True
-
-    def finish(self) -> None:
-        """After the loop: the last epoch's scheduler step, and the optimizer's groups as the caller left them."""
-        self.start()
-        for group, had in zip(self.optimizer.param_groups if self.optimizer else [], self.had_initial_lr):
-            if not had:
-                group.pop("initial_lr", None)
+    return end
 
 
-class _Hooked:
-    """Mixin over :class:`TensorData` and :class:`LoaderData`: hooks around each epoch's batches."""
+class DropLastData(TensorData):
+    """In-memory data whose incomplete last batch is skipped, as ART's loader does with ``drop_last``."""
 
-    hooks: EpochHooks
+    def __init__(self, data: TensorData) -> None:
+        vars(self).update(vars(data))
 
     def batches(self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0,
                 world: int = 1) -> Iterator[tuple]:
-        self.hooks.start()
-        for batch in super().batches(epoch, batch_size, seed, device, rank, world):  # type: ignore[misc]
-            if self.keep(batch, batch_size // world):
-                yield batch
-        self.hooks.end(epoch)
-
-    def keep(self, batch: tuple, full: int) -> bool:
-        return True
-
-
-class HookedTensorData(_Hooked, TensorData):
-    """In-memory data with :class:`EpochHooks`; ``drop_last`` skips the incomplete last batch (as ART's loader)."""
-
-    def __init__(self, data: TensorData, hooks: EpochHooks, drop_last: bool) -> None:
-        vars(self).update(vars(data))
-        self.hooks = hooks
-        self.drop_last = bool(drop_last)
-
-    def keep(self, batch: tuple, full: int) -> bool:
-        return not self.drop_last or len(batch[0]) == full
+        full = batch_size // world
+        return (batch for batch in super().batches(epoch, batch_size, seed, device, rank, world)
+                if len(batch[0]) == full)
 
     def num_batches(self, batch_size: int) -> int:
-        return len(self) // batch_size if self.drop_last else super().num_batches(batch_size)
+        return len(self) // batch_size
 
 
-class HookedLoaderData(_Hooked, LoaderData):
-    """Loader data with :class:`EpochHooks`; every batch is checked against the estimator's ``clip_values``."""
+class RangeCheckedLoaderData(LoaderData):
+    """Loader data whose every batch is checked against the estimator's ``clip_values``."""
 
-    def __init__(self, data: LoaderData, hooks: EpochHooks, clip_values: Any) -> None:
-        vars(self).update(vars(data))
-        self.hooks = hooks
+    def __init__(self, data: LoaderData, clip_values: Any) -> None:
+        super().__init__(data.loader)
         self.clip_values = clip_values
 
-    def keep(self, batch: tuple, full: int) -> bool:
-        if self.clip_values is not None:
+    def batches(self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0,
+                world: int = 1) -> Iterator[tuple]:
+        for batch in super().batches(epoch, batch_size, seed, device, rank, world):
             check_range(batch[0], "the generator's batch", self.clip_values)
-        return True
+            yield batch
 
 
 def tensor_data(estimator: Any, x: Any, y: Any, soft_labels: Any) -> TensorData:
@@ -237,17 +193,14 @@ def train_estimator(
     _check_schedule(optimizer, scheduler, options)
     results: dict[int, float] = {}
     validate = None if validation_data is None else validation(estimator, validation_data, results)
-    hooks = EpochHooks(optimizer, scheduler, validate)
-    if isinstance(data, TensorData):
-        hooked: TensorData | LoaderData = HookedTensorData(data, hooks, drop_last)
-    else:
-        hooked = HookedLoaderData(data, hooks, estimator.clip_values)
+    if isinstance(data, TensorData) and drop_last:
+        data = DropLastData(data)
+    elif isinstance(data, LoaderData) and estimator.clip_values is not None:
+        data = RangeCheckedLoaderData(data, estimator.clip_values)
     config = TrainConfig(epochs=nb_epochs, batch_size=batch_size, seed=seed, progress=verbose, **options)
     model = Preprocessed(estimator, fit=True, training_mode=bool(training_mode))
-    try:
-        history = train(model, method, hyperparameters, estimator.scale, hooked, config, optimizer=optimizer)
-    finally:
-        hooks.finish()
+    history = train(model, method, hyperparameters, estimator.scale, data, config, optimizer=optimizer,
+                    epoch_end=epoch_end(scheduler, validate))
     for entry in history:
         if entry["epoch"] in results:
             entry["val_accuracy"] = results[entry["epoch"]]
