@@ -19,17 +19,24 @@ SIGMAS = [0.25, 0.5]
 WORKER_THREADS = max(1, (os.cpu_count() or 1) // 2)
 
 
-def pid_job(tag, pause, *, device, log):
-    """A job that reports where it ran; sleeping makes two of them overlap in time."""
-    time.sleep(pause)
+def pid_job(tag, meet, *, device, log):
+    """A job that reports where it ran. With ``meet`` (a folder) it waits, up to two minutes, until the other
+    job meeting there has started too: two of them overlap in time when there are two workers, however long a
+    worker takes to start."""
+    if meet is not None:
+        (meet / tag).touch()
+        deadline = time.monotonic() + 120
+        while len(list(meet.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
     if tag == "broken":
         raise ValueError("this job fails on purpose")
     return tag, os.getpid(), str(device)
 
 
-def test_device_pool_runs_jobs_in_parallel_workers_and_respects_dependencies():
-    jobs = {"a": Job(pid_job, ("a", 1.0)), "b": Job(pid_job, ("b", 1.0)), "after-a": Job(pid_job, ("c", 0.0), "a"),
-            "broken": Job(pid_job, ("broken", 0.0)), "after-broken": Job(pid_job, ("d", 0.0), "broken")}
+def test_device_pool_runs_jobs_in_parallel_workers_and_respects_dependencies(tmp_path):
+    jobs = {"a": Job(pid_job, ("a", tmp_path)), "b": Job(pid_job, ("b", tmp_path)),
+            "after-a": Job(pid_job, ("c", None), "a"), "broken": Job(pid_job, ("broken", None)),
+            "after-broken": Job(pid_job, ("d", None), "broken")}
     pool = DevicePool(["cpu"], runs_per_device=2)
     try:
         results, failures = run_jobs(pool, jobs)
