@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from catrs_plugin.models import NormalizeLayer
+from catrs_plugin.backbones.normalize import NormalizeLayer
 
 CIFAR = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -50,7 +50,7 @@ def build_model(name: str, device: torch.device, seed: int = 0) -> tuple[nn.Modu
     The backbone comes from the catrs model registry (``cifar_resnet110``, ``lenet``) or, for
     ``resnet50``, from timm. Returns the model, the input shape and the number of classes.
     """
-    from catrs_plugin.registry import get_registry
+    from catrs_plugin.plugins.registry import get_registry
 
     shape, classes, (mean, std) = MODELS[name]
     torch.manual_seed(seed)
@@ -90,7 +90,7 @@ def load_inputs(name: str, split: str = "test", data_dir: str | None = None) -> 
     """A split of ``digits32`` or of a registered dataset, as numpy arrays."""
     if name == "digits32":
         return digits32(split)
-    from catrs_plugin.registry import get_registry
+    from catrs_plugin.plugins.registry import get_registry
 
     return get_registry().dataset(name).load(split, data_dir=data_dir)
 
@@ -101,9 +101,9 @@ def trained_checkpoint(
     """Path of the :data:`TRAINED` model ``name`` in ``folder``, trained there first if missing
     (Gaussian augmentation at :data:`TRAINED_SIGMA`, seed 0, ``epochs`` or the table's), and the
     name of its inputs."""
-    from catrs_plugin.checkpoint import save_checkpoint
-    from catrs_plugin.registry import get_registry
-    from catrs_plugin.training import TensorData, TrainConfig, train
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.checkpoint import save_checkpoint
+    from catrs_plugin.train.loop import TensorData, TrainConfig, train
 
     arch, dataset, inputs, default_epochs, batch = TRAINED[name]
     epochs = epochs or default_epochs

@@ -20,7 +20,7 @@ from art.attacks import evasion
 
 from catrs_adapters.art.estimator import PyTorchCATRS
 from catrs_adapters.datasets import DIGITS, load_digits
-from catrs_plugin.registry import get_registry
+from catrs_plugin.plugins.registry import get_registry
 
 ATTACKS = {
     "FGM L2 eps 0.5": lambda e, n: evasion.FastGradientMethod(e, norm=2, eps=0.5, batch_size=n),

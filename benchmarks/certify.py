@@ -3,7 +3,7 @@
 Contenders, all on the same model (seeded random weights, ``--checkpoint``, or a model trained
 here with ``--trained``), the same inputs, N0, N, alpha, sigma and forward batch size:
 
-* ``engine``: :class:`catrs_plugin.smoothing.Smooth` with its defaults (fp32, exact);
+* ``engine``: :class:`catrs_plugin.certify.smoothing.Smooth` with its defaults (fp32, exact);
 * ``art``: ``PyTorchRandomizedSmoothing.certify`` of the Adversarial Robustness Toolbox
   (numpy noise on the host, one input at a time, logits copied back per batch);
 * ``loop``: CERTIFY as Cohen et al. describe it, one image at a time: repeat the image into a
@@ -63,10 +63,10 @@ from _common import (  # noqa: E402
     trained_checkpoint,
 )
 
+from catrs_plugin.certify.smoothing import Smooth  # noqa: E402
+from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound  # noqa: E402
 from catrs_plugin.cli._common import batch_size_argument, resolve_device  # noqa: E402
-from catrs_plugin.smoothing import Smooth  # noqa: E402
-from catrs_plugin.stats import certified_radius, lower_confidence_bound  # noqa: E402
-from catrs_plugin.training import AMP_DTYPES  # noqa: E402
+from catrs_plugin.train.loop import AMP_DTYPES  # noqa: E402
 
 
 def loop_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
@@ -123,7 +123,7 @@ def measure(config, contender):
     torch.set_num_threads(config["threads"] or torch.get_num_threads())
     device = torch.device(config["device"])
     if config["checkpoint"]:
-        from catrs_plugin.checkpoint import load_checkpoint
+        from catrs_plugin.train.checkpoint import load_checkpoint
 
         model = load_checkpoint(config["checkpoint"], map_location=device)
         x = inputs(config, None)

@@ -8,10 +8,10 @@ the same loader batch, M (``num_noise_vec``), T (``num_steps``), epsilon and lam
   device, a list of M noise tensors, the model switched to eval mode and its parameters
   frozen and unfrozen around the worst-case search at every step, four ``.item()`` host
   synchronisations per step for the running averages, plain (unfused) SGD, fp32;
-* ``ours``: :func:`catrs_plugin.training.train` with the registered ``catrs`` method, fp32;
+* ``ours``: :func:`catrs_plugin.train.loop.train` with the registered ``catrs`` method, fp32;
 * ``ours-amp``: the same with ``--amp`` (bf16 by default), ``channels_last`` and, on CUDA,
   the fused SGD kernel;
-* ``ours-fast``: the fast path, :func:`catrs_plugin.fast_training.fast_config`: as
+* ``ours-fast``: the fast path, :func:`catrs_plugin.train.fast_step.fast_config`: as
   ``ours-amp`` plus ``torch.compile`` of the model (``"reduce-overhead"``, i.e. CUDA graphs,
   on CUDA; ``"default"`` on the CPU). Compilation happens in the warm-up batch (its time is
   reported, not counted); the last, smaller batch of a real epoch would compile once more.
@@ -51,15 +51,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import CIFAR, describe_device, isolated, timed  # noqa: E402
 
+from catrs_plugin.backbones.normalize import NormalizeLayer  # noqa: E402
 from catrs_plugin.cli._common import resolve_device  # noqa: E402
-from catrs_plugin.models import NormalizeLayer  # noqa: E402
 
 SHAPE, CLASSES = (3, 32, 32), 10
 CONTENDERS = ("reference", "ours", "ours-amp", "ours-fast")
 
 
 def make_model(name: str, device: torch.device) -> nn.Module:
-    from catrs_plugin.registry import get_registry
+    from catrs_plugin.plugins.registry import get_registry
 
     torch.manual_seed(0)
     net = get_registry().model(name).factory(CLASSES, SHAPE[0])
@@ -139,9 +139,9 @@ def _search(model, inputs, soft, noises, epsilon, steps):
 
 
 def ours(model, data, config, device, options=None):
-    """One epoch over ``data`` with :func:`catrs_plugin.training.train`; the mean loss."""
-    from catrs_plugin.registry import get_registry
-    from catrs_plugin.training import TensorData, TrainConfig, train
+    """One epoch over ``data`` with :func:`catrs_plugin.train.loop.train`; the mean loss."""
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.loop import TensorData, TrainConfig, train
 
     method = get_registry().method("catrs")
     hyperparameters = method.hyperparameters(num_noise_vec=config["m"], num_steps=config["t"],
@@ -152,8 +152,8 @@ def ours(model, data, config, device, options=None):
 
 def contender_options(contender, config, device):
     """The ``TrainConfig`` settings of one of our contenders."""
-    from catrs_plugin.fast_training import fast_config
-    from catrs_plugin.training import TrainConfig
+    from catrs_plugin.train.fast_step import fast_config
+    from catrs_plugin.train.loop import TrainConfig
 
     if contender == "ours-fast":
         fast = fast_config(TrainConfig(), device)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from catrs_plugin.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from catrs_plugin.certify.smoothing import Smooth
+from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound
 from catrs_plugin.methods import CATRS, GAUSSIAN, Method, TrainBatch, catrs_loss, gaussian_loss, worst_case_noise
-from catrs_plugin.metrics import average_certified_radius, certified_accuracy, summarize
-from catrs_plugin.registry import get_registry
-from catrs_plugin.results import ResultWriter, read_certify_results
-from catrs_plugin.smoothing import Smooth
-from catrs_plugin.soft_labels import smoothed_soft_labels
-from catrs_plugin.stats import certified_radius, lower_confidence_bound
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy, summarize
+from catrs_plugin.results.tsv import ResultWriter, read_certify_results
+from catrs_plugin.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from catrs_plugin.train.loop import TensorData, TrainConfig, train
+from catrs_plugin.train.soft_labels import smoothed_soft_labels
 
 __version__ = "0.1.0"
 

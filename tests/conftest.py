@@ -54,8 +54,8 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory) -> Path:
     """A checkpoint of an untrained (seed 0) ``digits_cnn``, in our format."""
-    from catrs_plugin.checkpoint import save_checkpoint
-    from catrs_plugin.registry import get_registry
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = get_registry().create_model("digits_cnn", "digits")

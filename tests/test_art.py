@@ -20,9 +20,9 @@ from catrs_adapters.art.attacks import UnsupportedAttack
 from catrs_adapters.art.estimator import PyTorchCATRS
 from catrs_adapters.art.trainer import CATRSTrainer
 from catrs_adapters.datasets import DIGITS
-from catrs_plugin.models import digits_cnn
-from catrs_plugin.registry import get_registry
-from catrs_plugin.smoothing import Smooth
+from catrs_plugin.backbones.normalize import digits_cnn
+from catrs_plugin.certify.smoothing import Smooth
+from catrs_plugin.plugins.registry import get_registry
 
 
 def smoothed(model=None, **kwargs):

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from catrs_plugin.augmentation import RandomCropFlip, one_view
-from catrs_plugin.registry import get_registry
-from catrs_plugin.soft_labels import smoothed_soft_labels
-from catrs_plugin.training import TensorData, TrainConfig, train
-from catrs_plugin.training_data import training_data, training_soft_labels
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.augmentation import RandomCropFlip, one_view
+from catrs_plugin.train.data import training_data, training_soft_labels
+from catrs_plugin.train.loop import TensorData, TrainConfig, train
+from catrs_plugin.train.soft_labels import smoothed_soft_labels
 
 
 def crops_of(image, padding):

@@ -11,7 +11,7 @@ from torch import nn
 
 from catrs_plugin.backbones.cifar_resnet import CifarResNet, cifar_resnet20, cifar_resnet56, cifar_resnet110
 from catrs_plugin.backbones.lenet import lenet
-from catrs_plugin.registry import get_registry
+from catrs_plugin.plugins.registry import get_registry
 
 
 def _parameters(model: nn.Module) -> int:

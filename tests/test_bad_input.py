@@ -21,13 +21,13 @@ import torch
 from catrs_adapters.data.cifar import read_cifar_batch
 from catrs_adapters.data.cifar10c import read_corruption
 from catrs_adapters.data.mnist import read_idx
-from catrs_plugin import provenance
-from catrs_plugin.checkpoint import read_checkpoint
 from catrs_plugin.cli import main
 from catrs_plugin.methods.base import HyperParameter, Method
-from catrs_plugin.registry import get_registry
-from catrs_plugin.results import CERTIFY_HEADER, ResultWriter, read_certify_results
-from catrs_plugin.soft_labels import read_soft_labels
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.tsv import CERTIFY_HEADER, ResultWriter, read_certify_results
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.soft_labels import read_soft_labels
+from catrs_plugin.utils import provenance
 
 SETTINGS = {"model": "m", "sigma": 0.25}
 

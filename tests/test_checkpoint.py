@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from catrs_plugin.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from catrs_plugin.registry import get_registry
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 
 
 class Payload:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from catrs_plugin.cli import main
-from catrs_plugin.results import read_certify_results
+from catrs_plugin.results.tsv import read_certify_results
 
 
 @pytest.fixture(scope="module")

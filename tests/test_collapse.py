@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from catrs_plugin.checkpoint import read_checkpoint
-from catrs_plugin.collapse import diagnose, loss_problem, prediction_problem
-from catrs_plugin.compare import BUDGETS, Budget, parse_methods, plan_run, run_comparison
-from catrs_plugin.registry import get_registry
-from catrs_plugin.training import TensorData, TrainConfig, TrainingDiverged, train
+from catrs_plugin.compare.collapse import diagnose, loss_problem, prediction_problem
+from catrs_plugin.compare.run import BUDGETS, Budget, parse_methods, plan_run, run_comparison
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.loop import TensorData, TrainConfig, TrainingDiverged, train
 
 
 def history(*losses):

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from catrs_plugin.checkpoint import save_checkpoint
 from catrs_plugin.cli import main
 from catrs_plugin.cli.certify_corruptions import severity_rows
-from catrs_plugin.corruptions import summarize_corruptions
-from catrs_plugin.metrics import average_certified_radius
-from catrs_plugin.registry import get_registry
-from catrs_plugin.results import read_certify_results
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.corruptions import summarize_corruptions
+from catrs_plugin.results.metrics import average_certified_radius
+from catrs_plugin.results.tsv import read_certify_results
+from catrs_plugin.train.checkpoint import save_checkpoint
 
 #: The published table (README of the reference results): method folder -> (mACR, mAcc in %).
 PUBLISHED = {

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from catrs_plugin import distributed, provenance
+from catrs_plugin.certify import distributed
+from catrs_plugin.certify.distributed import find_shards, merge_shards, shard_path
 from catrs_plugin.cli import main
-from catrs_plugin.distributed import find_shards, merge_shards, shard_path
-from catrs_plugin.provenance import ProvenanceError
-from catrs_plugin.results import CERTIFY_HEADER
-from catrs_plugin.training import TensorData
+from catrs_plugin.results.tsv import CERTIFY_HEADER
+from catrs_plugin.train.loop import TensorData
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.provenance import ProvenanceError
 
 HEADER = "\t".join(CERTIFY_HEADER)
 
@@ -103,10 +104,10 @@ WORKER = textwrap.dedent(
     import json, sys
     import numpy as np, torch, torch.nn.functional as F
     from catrs_adapters.datasets import load_digits
-    from catrs_plugin.distributed import init_from_env, rank_and_world
+    from catrs_plugin.certify.distributed import init_from_env, rank_and_world
     from catrs_plugin.methods.base import Method
-    from catrs_plugin.registry import get_registry
-    from catrs_plugin.training import TensorData, TrainConfig, train
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.loop import TensorData, TrainConfig, train
 
     out = sys.argv[1]
     init_from_env(torch.device("cpu"))

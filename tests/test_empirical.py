@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from catrs_adapters.art.empirical import attack_to_file, pgd_examples
-from catrs_plugin.compare import ATTACK, Budget, parse_methods, run_comparison
-from catrs_plugin.metrics import certified_accuracy
-from catrs_plugin.provenance import ProvenanceError
-from catrs_plugin.registry import get_registry
-from catrs_plugin.results import predict_accuracy
-from catrs_plugin.smoothing import Smooth
+from catrs_plugin.certify.smoothing import Smooth
+from catrs_plugin.compare.run import ATTACK, Budget, parse_methods, run_comparison
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.metrics import certified_accuracy
+from catrs_plugin.results.tsv import predict_accuracy
+from catrs_plugin.utils.provenance import ProvenanceError
 
 SIGMA, N, ALPHA = 0.25, 2000, 0.001
 EPS = (0.1, 0.2)

@@ -14,11 +14,17 @@ import pytest
 import torch
 from torch import nn
 
-from catrs_plugin import fast_inference
 from catrs_plugin.backbones.cifar_resnet import cifar_resnet20
-from catrs_plugin.fast_inference import PAD_STEPS, CompiledForward, Recipe, fold_batchnorm, padded_size, prepare_forward
-from catrs_plugin.registry import get_registry
-from catrs_plugin.smoothing import (
+from catrs_plugin.certify import fast_inference
+from catrs_plugin.certify.fast_inference import (
+    PAD_STEPS,
+    CompiledForward,
+    Recipe,
+    fold_batchnorm,
+    padded_size,
+    prepare_forward,
+)
+from catrs_plugin.certify.smoothing import (
     AUTO_BATCH_BLOCKS,
     CPU_AUTO_BATCH,
     ESTIMATION,
@@ -28,7 +34,8 @@ from catrs_plugin.smoothing import (
     auto_batch_size,
     derive_seed,
 )
-from catrs_plugin.stats import certified_radius, lower_confidence_bound
+from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound
+from catrs_plugin.plugins.registry import get_registry
 
 SIGMA, SEED, CLASSES = 0.5, 3, 10
 PLAN = {SELECTION: 130, ESTIMATION: 1234}  # neither a multiple of the block
@@ -302,7 +309,7 @@ def test_fast_path_compiles_once_and_stays_close(setup, caplog):
     model = get_registry().create_model("digits_cnn", "digits").to(device).eval()
     model.load_state_dict(setup[0].state_dict())
     plan = {SELECTION: 100, ESTIMATION: 900}  # 1000 samples per example: every batch is full, one shape
-    with caplog.at_level("INFO", logger="catrs_plugin.fast_inference"):
+    with caplog.at_level("INFO", logger="catrs_plugin.certify.fast_inference"):
         fast = Smooth(model, CLASSES, SIGMA, batch_size=1000, seed=SEED, fast=True)
         counts = fast.sample_counts(x, plan, indices)
     assert isinstance(fast._forward, CompiledForward) and fast._forward.failed is None
@@ -339,7 +346,7 @@ def _without_compilation(monkeypatch):
 
 def test_catrs_certify_fast_flag(tmp_path, monkeypatch):
     from catrs_plugin.cli import main
-    from catrs_plugin.results import read_certify_results
+    from catrs_plugin.results.tsv import read_certify_results
 
     _without_compilation(monkeypatch)
     checkpoint = tmp_path / "gaussian.pt"

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from catrs_plugin.checkpoint import read_checkpoint
-from catrs_plugin.fast_training import fast_config
 from catrs_plugin.methods.base import TrainBatch
 from catrs_plugin.methods.smoothadv import smoothadv_attack
-from catrs_plugin.registry import get_registry
-from catrs_plugin.training import TensorData, TrainConfig, make_optimizer, train
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.fast_step import fast_config
+from catrs_plugin.train.loop import TensorData, TrainConfig, make_optimizer, train
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

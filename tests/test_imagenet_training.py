@@ -10,14 +10,14 @@ from PIL import Image
 from torch import nn
 
 from catrs_adapters.data.imagenet import TRAIN_TRANSFORM, load_imagenet_train
-from catrs_plugin.augmentation import VIEW_STREAM
-from catrs_plugin.checkpoint import read_checkpoint
 from catrs_plugin.cli import main
-from catrs_plugin.registry import get_registry
-from catrs_plugin.soft_labels import smoothed_soft_labels
-from catrs_plugin.specs import ModelSpec
-from catrs_plugin.training import LoaderData
-from catrs_plugin.training_data import SeededDataset, training_data, training_soft_labels
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.plugins.specs import ModelSpec
+from catrs_plugin.train.augmentation import VIEW_STREAM
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.data import SeededDataset, training_data, training_soft_labels
+from catrs_plugin.train.loop import LoaderData
+from catrs_plugin.train.soft_labels import smoothed_soft_labels
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 COLOURS = [(220, 30, 30), (30, 220, 30), (30, 30, 220)]

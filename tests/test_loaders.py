@@ -21,8 +21,8 @@ from catrs_adapters.data import (
     read_imagenet,
 )
 from catrs_adapters.data.imagenet import ImageFolderArray
-from catrs_plugin.certification import certify_to_file
-from catrs_plugin.registry import get_registry
+from catrs_plugin.certify.files import certify_to_file
+from catrs_plugin.plugins.registry import get_registry
 
 
 def _cifar_rows(images_hwc: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from catrs_plugin.cli import main
-from catrs_plugin.registry import get_registry, refresh_registry
+from catrs_plugin.plugins.registry import get_registry, refresh_registry
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "catrs-example-plugin"
 BUILT_INS = {"gaussian", "stability", "smoothadv", "macer", "consistency", "smoothmix", "catrs"}
@@ -76,7 +76,7 @@ def write_plugin(site: Path, name: str, module_source: str) -> None:
 def test_broken_plugins_are_named_and_skipped(tmp_path, on_path, capsys):
     write_plugin(tmp_path, "broken_import", "raise ImportError('needs a package that is not installed')\n")
     write_plugin(tmp_path, "broken_hook", (
-        "from catrs_plugin.hookspecs import hookimpl\n\n"
+        "from catrs_plugin.plugins.hookspecs import hookimpl\n\n"
         "@hookimpl\n"
         "def catrs_register_methods():\n"
         "    raise RuntimeError('hook exploded')\n"
@@ -93,7 +93,7 @@ def test_broken_plugins_are_named_and_skipped(tmp_path, on_path, capsys):
 
 
 def _registered_plugin(site: Path, name: str, hooks: str) -> None:
-    write_plugin(site, name, "from catrs_plugin.hookspecs import hookimpl\n" + textwrap.dedent(hooks))
+    write_plugin(site, name, "from catrs_plugin.plugins.hookspecs import hookimpl\n" + textwrap.dedent(hooks))
 
 
 def test_a_misspelt_hook_skips_the_plugin_naming_it_and_its_entry_point(tmp_path, on_path):
@@ -123,7 +123,7 @@ def test_a_misspelt_hook_skips_the_plugin_naming_it_and_its_entry_point(tmp_path
 CLASHES = {
     "method": ("methods", "catrs", "core", "from catrs_plugin.methods import GAUSSIAN as ITEM\n"
                "import dataclasses\nITEM = dataclasses.replace(ITEM, name='catrs')"),
-    "model": ("models", "lenet", "core", "from catrs_plugin.specs import ModelSpec\n"
+    "model": ("models", "lenet", "core", "from catrs_plugin.plugins.specs import ModelSpec\n"
               "ITEM = ModelSpec('lenet', lambda **kwargs: None)"),
     "dataset": ("datasets", "digits", "adapters", "from catrs_adapters.datasets import DIGITS as ITEM"),
     "attack": ("attacks", "art_l2_pgd", "adapters", "from catrs_adapters.art.empirical import ART_L2_PGD as ITEM"),
@@ -185,8 +185,8 @@ def test_a_wrong_return_type_and_a_taken_plugin_name_are_named(tmp_path, on_path
     with pytest.warns(RuntimeWarning) as warned:
         on_path(tmp_path)
     failures = get_registry().failures
-    assert failures["wrong_type"] == ("catrs_register_models returned 'lenet', not a catrs_plugin.specs.ModelSpec "
+    assert failures["wrong_type"] == ("catrs_register_models returned 'lenet', not a catrs_plugin.plugins.specs.ModelSpec "
                                       "[entry point wrong_type = catrs_test_wrong_type]")
-    assert failures["core = catrs_test_core"] == "the plugin name 'core' is taken by entry point core = catrs_plugin.builtins"
+    assert failures["core = catrs_test_core"] == "the plugin name 'core' is taken by entry point core = catrs_plugin.plugins.builtins"
     assert any("catrs entry point core = catrs_test_core is skipped" in str(w.message) for w in warned)
-    assert get_registry().plugins["core"] == "catrs_plugin.builtins"
+    assert get_registry().plugins["core"] == "catrs_plugin.plugins.builtins"

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import save_npy_atomic, write_atomic
-from catrs_plugin.certification import certify_to_file, predict_to_file
-from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
+from catrs_plugin.certify.files import certify_to_file, predict_to_file
 from catrs_plugin.cli import main
-from catrs_plugin.provenance import ProvenanceError
-from catrs_plugin.registry import get_registry
-from catrs_plugin.results import CERTIFY_HEADER, ResultWriter, format_certify_row, read_certify_results
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.tsv import CERTIFY_HEADER, ResultWriter, format_certify_row, read_certify_results
+from catrs_plugin.train.checkpoint import read_checkpoint, save_checkpoint
+from catrs_plugin.train.loop import TensorData, TrainConfig, train
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.atomic import save_npy_atomic, write_atomic
+from catrs_plugin.utils.provenance import ProvenanceError
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +194,9 @@ def test_corruption_results_record_their_run(tmp_path, capsys):
 
 
 def test_comparison_folder_and_its_cached_soft_labels(tmp_path):
-    from catrs_plugin.compare_summary import check_settings
-    from catrs_plugin.registry import get_registry
-    from catrs_plugin.training_data import training_soft_labels, training_soft_labels_to_file
+    from catrs_plugin.compare.summary import check_settings
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.data import training_soft_labels, training_soft_labels_to_file
 
     check_settings(tmp_path, {"dataset": "digits", "seed": 0})
     with pytest.raises(ProvenanceError, match=r"comparison folder .* \(seed was 0, now 1\).*another --output"):

@@ -10,9 +10,9 @@ from torch import nn
 
 from catrs_plugin.backbones.cifar_resnet import cifar_resnet20, cifar_resnet110
 from catrs_plugin.backbones.lenet import lenet
-from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli import main
-from catrs_plugin.results import read_certify_results
+from catrs_plugin.results.tsv import read_certify_results
+from catrs_plugin.train.checkpoint import load_checkpoint
 
 
 class ReferenceNormalize(nn.Module):

@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from catrs_plugin import provenance
 from catrs_plugin.cli import main
-from catrs_plugin.metrics import average_certified_radius, certified_accuracy, default_radii
-from catrs_plugin.results import (
+from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy, default_radii
+from catrs_plugin.results.tsv import (
     CERTIFY_HEADER,
     ResultWriter,
     format_certify_row,
     parse_time,
     read_certify_results,
 )
+from catrs_plugin.utils import provenance
 
 SETTINGS = {"model": "a", "sigma": 0.25}
 

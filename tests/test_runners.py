@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from catrs_plugin.compare import Budget, parse_methods, run_comparison
-from catrs_plugin.registry import get_registry
-from catrs_plugin.runners import DevicePool, InProcess, Job, SubmititRunner, run_jobs
+from catrs_plugin.compare.run import Budget, parse_methods, run_comparison
+from catrs_plugin.compare.runners import DevicePool, InProcess, Job, SubmititRunner, run_jobs
+from catrs_plugin.plugins.registry import get_registry
 
 TINY = Budget(epochs=1, batch_size=128, lr=0.1, lr_step_size=1, soft_samples=20, n0=20, n=100, alpha=0.01,
               max_examples=12, train_examples=128)

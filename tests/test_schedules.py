@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from catrs_plugin.methods.macer import ORIGINAL_TRAINING
-from catrs_plugin.registry import get_registry
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.loop import TensorData, TrainConfig, train
 
 
 def _optimizer(lr):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from catrs_plugin.checkpoint import load_checkpoint
+from catrs_plugin.certify.smoothing import Smooth
 from catrs_plugin.cli import main
-from catrs_plugin.smoothing import Smooth
-from catrs_plugin.soft_labels import smoothed_soft_labels, soft_labels_to_file
+from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from catrs_plugin.smoothing import NOISE_BLOCK, Smooth
+from catrs_plugin.certify.smoothing import NOISE_BLOCK, Smooth
 
 
 def _points(model, distances):
@@ -74,7 +74,7 @@ def test_results_do_not_depend_on_batch_size_or_subset(linear_two_class):
 
 def test_counts_use_the_documented_noise_stream(linear_two_class):
     """Counts equal a per-block recomputation with generators seeded by (seed, index, phase)."""
-    from catrs_plugin.smoothing import ESTIMATION, derive_seed
+    from catrs_plugin.certify.smoothing import ESTIMATION, derive_seed
 
     torch.manual_seed(0)
     model = linear_two_class(torch.randn(1, 4, 4), 0.0)

@@ -7,7 +7,7 @@ import pytest
 from scipy.special import betainc
 from scipy.stats import binom, norm
 
-from catrs_plugin.stats import certified_radius, lower_confidence_bound, top_two_pvalue, upper_confidence_bound
+from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound, top_two_pvalue, upper_confidence_bound
 
 
 @pytest.mark.parametrize("k,n", [(1, 10), (50, 100), (99, 100), (99_000, 100_000), (100_000, 100_000)])

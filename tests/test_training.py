@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from catrs_plugin.checkpoint import read_checkpoint
-from catrs_plugin.registry import get_registry
-from catrs_plugin.training import TensorData, TrainConfig, train
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.loop import TensorData, TrainConfig, train
 
 
 def _model(seed=0):

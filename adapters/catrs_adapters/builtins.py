@@ -9,8 +9,8 @@ from __future__ import annotations
 from catrs_adapters.art.empirical import ART_L2_PGD
 from catrs_adapters.datasets import CIFAR10, CIFAR10C, CIFAR100, DIGITS, IMAGENET, MNIST
 from catrs_adapters.timm_models import resnet50
-from catrs_plugin.hookspecs import hookimpl
-from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
+from catrs_plugin.plugins.hookspecs import hookimpl
+from catrs_plugin.plugins.specs import AttackSpec, DatasetSpec, ModelSpec
 
 RESNET50 = ModelSpec("resnet50", resnet50, "ResNet-50 for ImageNet from timm (torchvision's parameter names)")
 

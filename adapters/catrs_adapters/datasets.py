@@ -7,7 +7,7 @@ and ``y`` int64 class indices. No loader downloads anything; ``data_dir`` defaul
 
 Training augmentation, as in the reference code's ``datasets.py``: CIFAR-10 and CIFAR-100
 training images are randomly cropped (32 with padding 4) and flipped, on the device in batches
-(:class:`catrs_plugin.augmentation.RandomCropFlip`); ImageNet training images are read from
+(:class:`catrs_plugin.train.augmentation.RandomCropFlip`); ImageNet training images are read from
 ``train/`` class folders with ``RandomResizedCrop(224)`` and a flip per image in data-loading
 workers (``train_dataset``). MNIST is not augmented (the reference applies only
 ``ToTensor``), and neither are the 8x8 digits (a flip changes what a digit is, and the smallest
@@ -27,11 +27,18 @@ from catrs_adapters.data.cifar10c import CIFAR10C_URL
 from catrs_adapters.data.imagenet import IMAGENET_URL, load_imagenet_train
 from catrs_adapters.data.mnist import MNIST_URL
 from catrs_adapters.normalization import (
-    CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, MNIST_MEAN, MNIST_STD,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MNIST_MEAN,
+    MNIST_STD,
 )
-from catrs_plugin.augmentation import RandomCropFlip
-from catrs_plugin.specs import DatasetSpec
-from catrs_plugin.validation import check_choice
+from catrs_plugin.plugins.specs import DatasetSpec
+from catrs_plugin.train.augmentation import RandomCropFlip
+from catrs_plugin.utils.validation import check_choice
 
 #: ImageNet splits: the reference code's ``test`` (all validation images) and RobustBench's 5,000.
 IMAGENET_SPLITS = {"test": "all", "test5000": "robustbench"}

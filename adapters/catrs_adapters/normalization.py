@@ -1,7 +1,7 @@
 """Per-channel mean and standard deviation of the data sets, as the reference code normalises them.
 
 The registered datasets (:mod:`catrs_adapters.datasets`) put them in the model's
-:class:`~catrs_plugin.models.NormalizeLayer`; timm's pretrained configs of our backbones
+:class:`~catrs_plugin.backbones.normalize.NormalizeLayer`; timm's pretrained configs of our backbones
 (:mod:`catrs_adapters.timm_models`) report them. This module imports nothing, so the timm
 registration that runs when ``timm`` is imported stays cheap.
 """

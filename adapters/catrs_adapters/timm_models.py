@@ -15,7 +15,7 @@ model (tag)                   input size   mean / std                       clas
 
 so ``timm.data.resolve_data_config({}, model=model)`` gives these, not ImageNet's 224 px, and
 ``timm.create_model("cifar_resnet110.cifar100")`` builds the 100-class network. The networks take
-normalised inputs; :meth:`catrs_plugin.registry.Registry.create_model` puts the normalisation
+normalised inputs; :meth:`catrs_plugin.plugins.registry.Registry.create_model` puts the normalisation
 in front of them for smoothing. No weights are hosted: ``pretrained=True`` is refused (load a
 checkpoint with :func:`catrs_plugin.load_checkpoint`).
 

@@ -1,5 +1,5 @@
 """Backbones of the reference code, as plain torch modules (no normalisation, inputs in [0, 1]
-are normalised by the :class:`~catrs_plugin.models.NormalizeLayer` in front of them).
+are normalised by the :class:`~catrs_plugin.backbones.normalize.NormalizeLayer` in front of them).
 
 One module per family, each with a factory per architecture: :mod:`.cifar_resnet`
 (``cifar_resnet20/56/110`` for 32x32 images) and :mod:`.lenet` (``lenet``). Their parameter
@@ -13,7 +13,7 @@ from __future__ import annotations
 from catrs_plugin.backbones import cifar_resnet, lenet
 from catrs_plugin.backbones.cifar_resnet import CifarResNet
 from catrs_plugin.backbones.lenet import LeNet
-from catrs_plugin.specs import ModelSpec
+from catrs_plugin.plugins.specs import ModelSpec
 
 #: The factories registered under their own names, in our registry and in timm's.
 BACKBONES = (cifar_resnet.cifar_resnet20, cifar_resnet.cifar_resnet56, cifar_resnet.cifar_resnet110, lenet.lenet)

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from typing import NoReturn, Sequence
 
-from catrs_plugin.provenance import DEFAULT_HINT, ProvenanceError
+from catrs_plugin.utils.provenance import DEFAULT_HINT, ProvenanceError
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,8 +9,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from catrs_plugin.registry import get_registry
-from catrs_plugin.specs import DatasetSpec
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.plugins.specs import DatasetSpec
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

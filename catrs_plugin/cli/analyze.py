@@ -7,10 +7,10 @@ import argparse
 import json
 from pathlib import Path
 
-from catrs_plugin.corruptions import format_corruption_table, summarize_corruptions
-from catrs_plugin.metrics import default_radii, summarize
-from catrs_plugin.report import format_table
-from catrs_plugin.results import read_certify_results
+from catrs_plugin.results.corruptions import format_corruption_table, summarize_corruptions
+from catrs_plugin.results.metrics import default_radii, summarize
+from catrs_plugin.results.report import format_table
+from catrs_plugin.results.tsv import read_certify_results
 
 DEFAULT_RADII = default_radii(2.0)
 

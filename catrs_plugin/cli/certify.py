@@ -4,15 +4,16 @@ Rerunning an interrupted command continues after the last complete row of OUTFIL
 the checkpoint's weights, the data, the selected examples and every setting are those recorded
 in ``OUTFILE.provenance.json``; otherwise it stops and names what differs. Under ``torchrun``,
 each rank writes every world-th example to ``OUTFILE.rank{r}`` and rank 0 merges the shards
-into OUTFILE (see :mod:`catrs_plugin.distributed`).
+into OUTFILE (see :mod:`catrs_plugin.certify.distributed`).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from catrs_plugin.certification import certify_to_file, predict_to_file, select_indices
-from catrs_plugin.checkpoint import load_checkpoint
+from catrs_plugin.certify.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
+from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
+from catrs_plugin.certify.files import certify_to_file, predict_to_file, select_indices
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -22,11 +23,10 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
-from catrs_plugin.fast_inference import log_compilation_to_stderr
-from catrs_plugin.provenance import indices_record
-from catrs_plugin.training import AMP_DTYPES
-from catrs_plugin.validation import check_output_file, check_sigma
+from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.train.loop import AMP_DTYPES
+from catrs_plugin.utils.provenance import indices_record
+from catrs_plugin.utils.validation import check_output_file, check_sigma
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_fast_argument(parser: argparse.ArgumentParser) -> None:
-    """``--fast``: the fast certification path of :class:`~catrs_plugin.smoothing.Smooth`."""
+    """``--fast``: the fast certification path of :class:`~catrs_plugin.certify.smoothing.Smooth`."""
     parser.add_argument("--fast", action="store_true",
                         help="fast path: bf16, batch norm folded into the convolutions, channels_last, "
                              "torch.compile (once per model and shape; its time is printed), CUDA graphs on CUDA; "

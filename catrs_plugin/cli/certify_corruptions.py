@@ -17,9 +17,7 @@ import argparse
 
 import numpy as np
 
-from catrs_plugin import provenance
-from catrs_plugin.certification import certify_to_file, select_indices
-from catrs_plugin.checkpoint import load_checkpoint
+from catrs_plugin.certify.files import certify_to_file, select_indices
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -28,10 +26,12 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.corruptions import SEVERITIES
-from catrs_plugin.registry import get_registry
-from catrs_plugin.training import AMP_DTYPES
-from catrs_plugin.validation import check_output_dir, check_sigma
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.corruptions import SEVERITIES
+from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.train.loop import AMP_DTYPES
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.validation import check_output_dir, check_sigma
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
+from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
 from catrs_plugin.cli._common import add_data_arguments, batch_size_argument, resolve_device
 from catrs_plugin.cli.certify import add_fast_argument
-from catrs_plugin.compare import BUDGETS, parse_floats, parse_method_presets, parse_methods, run_comparison
-from catrs_plugin.fast_inference import log_compilation_to_stderr
-from catrs_plugin.registry import get_registry
-from catrs_plugin.runners import DEFAULT_RUNS_PER_GPU, DevicePool, InProcess, SubmititRunner, slurm_executor
-from catrs_plugin.training_data import DEFAULT_WORKERS
-from catrs_plugin.validation import check_output_dir
+from catrs_plugin.compare.run import BUDGETS, parse_floats, parse_method_presets, parse_methods, run_comparison
+from catrs_plugin.compare.runners import DEFAULT_RUNS_PER_GPU, DevicePool, InProcess, SubmititRunner, slurm_executor
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.data import DEFAULT_WORKERS
+from catrs_plugin.utils.validation import check_output_dir
 
 #: Command-line options that override a field of the preset's budget.
 BUDGET_OPTIONS = {
@@ -107,7 +107,7 @@ def devices_from(args: argparse.Namespace) -> tuple[list[str], bool]:
 
 
 def choose_runner(args: argparse.Namespace, file_based: bool):
-    """InProcess, DevicePool or SubmititRunner from the command line (see :mod:`catrs_plugin.runners`)."""
+    """InProcess, DevicePool or SubmititRunner from the command line (see :mod:`catrs_plugin.compare.runners`)."""
     if args.slurm:
         if any("=" not in pair for pair in args.slurm_param):
             raise ValueError(f"--slurm-param takes KEY=VALUE, e.g. slurm_account=lab; got {args.slurm_param}")

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import torch
 
-from catrs_plugin.certification import certify_to_file
-from catrs_plugin.checkpoint import load_checkpoint
+from catrs_plugin.certify.files import certify_to_file
 from catrs_plugin.cli._common import add_device_argument, resolve_device
-from catrs_plugin.metrics import default_radii, summarize
-from catrs_plugin.registry import get_registry
-from catrs_plugin.report import format_table
-from catrs_plugin.results import read_certify_results
-from catrs_plugin.soft_labels import read_soft_labels
-from catrs_plugin.training import TrainConfig, train
-from catrs_plugin.training_data import training_data, training_soft_labels_to_file
-from catrs_plugin.validation import check_output_dir, check_sigma
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.results.metrics import default_radii, summarize
+from catrs_plugin.results.report import format_table
+from catrs_plugin.results.tsv import read_certify_results
+from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.train.data import training_data, training_soft_labels_to_file
+from catrs_plugin.train.loop import TrainConfig, train
+from catrs_plugin.train.soft_labels import read_soft_labels
+from catrs_plugin.utils.validation import check_output_dir, check_sigma
 
 TEACHER_SIGMA = 0.25
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         curves[name] = results
         summaries.append({"method": name, **summarize(results, radii)})
 
-    from catrs_plugin.plotting import plot_certified_accuracy
+    from catrs_plugin.results.plots import plot_certified_accuracy
 
     plot_path = out / f"certified_accuracy_noise_{sigma}.png"
     plot_certified_accuracy(curves, plot_path)

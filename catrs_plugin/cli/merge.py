@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from catrs_plugin.distributed import find_shards, merge_shards
-from catrs_plugin.validation import check_output_file
+from catrs_plugin.certify.distributed import find_shards, merge_shards
+from catrs_plugin.utils.validation import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from catrs_plugin.methods.base import Method
-from catrs_plugin.registry import get_registry
+from catrs_plugin.plugins.registry import get_registry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

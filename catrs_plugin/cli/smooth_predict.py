@@ -5,7 +5,7 @@ of a split (default: the training set, ``N = 10,000``, ``sigma = 0.25`` as in th
 ``.npy`` of shape ``(examples, classes)``, which ``catrs train --soft-labels FILE`` takes. The
 reference code's ``smooth_prediction.py`` plays this role.
 
-Resumable (:func:`catrs_plugin.soft_labels.soft_labels_to_file`): finished rows are appended to
+Resumable (:func:`catrs_plugin.train.soft_labels.soft_labels_to_file`): finished rows are appended to
 ``OUTFILE.partial``; a rerun with the same teacher, data and settings continues after the last
 complete row, and the finished ``.npy`` replaces it at the end. Noise is seeded per example, so a
 resumed run writes the same numbers as an uninterrupted one. What produced the file is recorded
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 
-from catrs_plugin.checkpoint import load_checkpoint
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -25,9 +24,10 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.soft_labels import soft_labels_to_file
-from catrs_plugin.training import AMP_DTYPES
-from catrs_plugin.validation import check_output_file, check_sigma
+from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.train.loop import AMP_DTYPES
+from catrs_plugin.train.soft_labels import soft_labels_to_file
+from catrs_plugin.utils.validation import check_output_file, check_sigma
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from catrs_plugin.checkpoint import load_checkpoint
+from catrs_plugin.certify.distributed import init_from_env
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -21,13 +21,13 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.distributed import init_from_env
 from catrs_plugin.methods.base import Method
-from catrs_plugin.registry import get_registry
-from catrs_plugin.reading import load_npy
-from catrs_plugin.training import TrainConfig, train
-from catrs_plugin.training_data import DEFAULT_WORKERS, training_data, training_soft_labels
-from catrs_plugin.validation import check_output_file, check_sigma
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.train.data import DEFAULT_WORKERS, training_data, training_soft_labels
+from catrs_plugin.train.loop import TrainConfig, train
+from catrs_plugin.utils.reading import load_npy
+from catrs_plugin.utils.validation import check_output_file, check_sigma
 
 #: Options that set a TrainConfig field (option attribute -> field); unset, the preset's value or the default applies.
 TRAIN_OPTIONS = {"epochs": "epochs", "batch": "batch_size", "lr": "lr", "weight_decay": "weight_decay",

@@ -204,7 +204,7 @@ class Method:
         return {name: self.check_hyperparameter(name, value) for name, value in params.items()}
 
     def train_settings(self, preset: str | None) -> dict[str, Any]:
-        """The :class:`~catrs_plugin.training.TrainConfig` fields preset ``preset`` sets (empty if none)."""
+        """The :class:`~catrs_plugin.train.loop.TrainConfig` fields preset ``preset`` sets (empty if none)."""
         return dict(self.training.get(preset, {})) if preset is not None else {}
 
     def compute_loss(self, model: nn.Module, batch: TrainBatch, hyperparameters: Mapping[str, Any]) -> torch.Tensor:

@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.smoothing import evaluating
+from catrs_plugin.certify.smoothing import evaluating
 
 #: Training length of the paper's CIFAR-10 recipe, in epochs.
 PAPER_EPOCHS = 150
 
-#: Training length of ``catrs compare --preset quick``, in epochs (see :mod:`catrs_plugin.compare`).
+#: Training length of ``catrs compare --preset quick``, in epochs (see :mod:`catrs_plugin.compare.run`).
 QUICK_EPOCHS = 40
 
 

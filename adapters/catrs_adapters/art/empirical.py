@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import save_npy_atomic
-from catrs_plugin.certification import predict_to_file
-from catrs_plugin.reading import load_npy
-from catrs_plugin.smoothing import derive_seed, evaluating, model_device
-from catrs_plugin.specs import AttackSpec
+from catrs_plugin.certify.files import predict_to_file
+from catrs_plugin.certify.smoothing import derive_seed, evaluating, model_device
+from catrs_plugin.plugins.specs import AttackSpec
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.atomic import save_npy_atomic
+from catrs_plugin.utils.reading import load_npy
 
 #: Examples per PGD batch (each takes ``attack_samples`` noisy forward passes per step).
 ATTACK_BATCH = 32
@@ -101,7 +101,7 @@ def attack_to_file(
     Writes ``outfile`` (Cohen-format PREDICT rows ``idx label predict correct time``, resumed
     row by row) and, next to it with the suffix ``.npy``, the adversarial examples (computed
     once). Each example's PREDICT noise is seeded by its index, as in certification. Both
-    record what produced them (:mod:`catrs_plugin.provenance`) and are only reused by the same
+    record what produced them (:mod:`catrs_plugin.utils.provenance`) and are only reused by the same
     model, data, examples and attack settings.
 
     Returns

@@ -6,12 +6,12 @@ The class keeps the signatures and the meaning of ART's
 ``alpha`` the failure probability; ``predict`` returns one-hot rows, all zeros on abstain),
 and replaces the work behind them:
 
-* ``certify`` and ``predict`` run on :class:`catrs_plugin.smoothing.Smooth`: many inputs per
+* ``certify`` and ``predict`` run on :class:`catrs_plugin.certify.smoothing.Smooth`: many inputs per
   forward batch, noise drawn on the device from per-example seeded streams, exact
   Clopper-Pearson and binomial-test decisions;
 * ``fit`` and ``fit_generator`` take ART's arguments (``training_mode``, ``drop_last``, the
   caller's ``scheduler``, ``validation_data``) and train with a registered method (CAT-RS by
-  default) through :func:`catrs_plugin.training.train` (see :mod:`catrs_adapters.art.fitting`);
+  default) through :func:`catrs_plugin.train.loop.train` (see :mod:`catrs_adapters.art.fitting`);
 * ``loss_gradient``, ``class_gradient``, ``compute_loss`` and, for ART's attacks, ``predict``
   are those of the smoothed soft classifier (:class:`~catrs_adapters.art.modules.SmoothedSoft`),
   so ART's attacks attack the smoothed classifier rather than the bare base classifier; the
@@ -38,10 +38,10 @@ from catrs_adapters.art.attacks import attack_in_progress
 from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
 from catrs_adapters.art.inputs import checked_inputs
 from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
+from catrs_plugin.certify.smoothing import PREDICTION, Smooth, derive_seed
 from catrs_plugin.methods.base import Method
-from catrs_plugin.registry import get_registry
-from catrs_plugin.smoothing import PREDICTION, Smooth, derive_seed
-from catrs_plugin.validation import check_alpha, check_choice, check_labels, check_positive_int, check_sigma
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.utils.validation import check_alpha, check_choice, check_labels, check_positive_int, check_sigma
 
 
 class PyTorchCATRS(PyTorchRandomizedSmoothing):
@@ -64,7 +64,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
     autocast_dtype : torch.dtype, optional
         Reduced-precision certification (``torch.bfloat16`` or ``torch.float16``); off by default.
     fast : bool
-        Certify and predict on the fast path of :class:`catrs_plugin.smoothing.Smooth`
+        Certify and predict on the fast path of :class:`catrs_plugin.certify.smoothing.Smooth`
         (bfloat16, folded batch norm, ``torch.compile``, CUDA graphs on CUDA); off by default.
 
     Examples
@@ -191,7 +191,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             ``(x_val, y_val)``: the smoothed classifier's accuracy on it (PREDICT, abstentions
             count as errors) is logged at INFO level after every epoch, as ART's trainers log theirs.
         **options
-            :class:`~catrs_plugin.training.TrainConfig` settings: ``checkpoint`` (resumable),
+            :class:`~catrs_plugin.train.loop.TrainConfig` settings: ``checkpoint`` (resumable),
             ``amp``, ``channels_last``, ``fused``, and, for an estimator created without an
             optimizer (ART refuses to train one; we use the paper's SGD), ``lr``, ``momentum``,
             ``weight_decay``, ``lr_step_size``, ``gamma``, ``lr_drop``.

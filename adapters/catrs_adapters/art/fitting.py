@@ -1,4 +1,4 @@
-"""ART's ``fit`` semantics on the shared training loop (:func:`catrs_plugin.training.train`).
+"""ART's ``fit`` semantics on the shared training loop (:func:`catrs_plugin.train.loop.train`).
 
 ART's ``PyTorchRandomizedSmoothing.fit(x, y, batch_size, nb_epochs, training_mode, drop_last,
 scheduler, verbose)`` trains with the estimator's optimizer and steps the caller's learning-rate
@@ -27,15 +27,15 @@ import torch
 from catrs_adapters.art.inputs import check_range, checked_inputs
 from catrs_adapters.art.modules import Preprocessed
 from catrs_plugin.methods.base import Method
-from catrs_plugin.training import LoaderData, TensorData, TrainConfig, train
-from catrs_plugin.validation import check_labels, check_soft_labels
+from catrs_plugin.train.loop import LoaderData, TensorData, TrainConfig, train
+from catrs_plugin.utils.validation import check_labels, check_soft_labels
 
 logger = logging.getLogger(__name__)
 
 #: Options that configure the optimizer and schedule ``fit`` creates when the estimator has none.
 SCHEDULE_OPTIONS = ("lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop")
 
-#: ``fit`` options passed on to :class:`catrs_plugin.training.TrainConfig`.
+#: ``fit`` options passed on to :class:`catrs_plugin.train.loop.TrainConfig`.
 TRAIN_OPTIONS = SCHEDULE_OPTIONS + ("checkpoint", "amp", "channels_last", "fused")
 
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from catrs_plugin.validation import check_inputs
+from catrs_plugin.utils.validation import check_inputs
 
 #: Share of ``clip_values``' width by which an input may lie outside it (rounding of attacks).
 RANGE_TOLERANCE = 1e-5

@@ -13,8 +13,8 @@ from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
 from catrs_adapters.art.inputs import checked_inputs
 from catrs_adapters.art.modules import Preprocessed
 from catrs_plugin.methods.catrs import CATRS
-from catrs_plugin.soft_labels import smoothed_soft_labels
-from catrs_plugin.validation import check_non_negative, check_positive_int, check_sigma
+from catrs_plugin.train.soft_labels import smoothed_soft_labels
+from catrs_plugin.utils.validation import check_non_negative, check_positive_int, check_sigma
 
 #: Soft-label settings of the paper: a Gaussian-trained teacher smoothed at sigma 0.25, 10,000 samples.
 TEACHER_SIGMA = 0.25

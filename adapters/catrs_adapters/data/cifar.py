@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file, take
-from catrs_plugin.reading import parsing
-from catrs_plugin.validation import check_choice
+from catrs_plugin.utils.reading import parsing
+from catrs_plugin.utils.validation import check_choice
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-100-python.tar.gz)"

@@ -20,9 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file
-from catrs_plugin.corruptions import SEVERITIES
-from catrs_plugin.reading import load_npy
-from catrs_plugin.validation import check_choice
+from catrs_plugin.results.corruptions import SEVERITIES
+from catrs_plugin.utils.reading import load_npy
+from catrs_plugin.utils.validation import check_choice
 
 CIFAR10C_URL = "https://zenodo.org/records/2535967 (CIFAR-10-C.tar)"
 

@@ -30,7 +30,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from catrs_adapters.data._files import data_root, require_dir, require_file, take
-from catrs_plugin.validation import check_choice
+from catrs_plugin.utils.validation import check_choice
 
 IMAGENET_URL = (
     "https://image-net.org/download-images.php (ILSVRC2012_img_val.tar, 50,000 images; for training, "
@@ -172,7 +172,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         The images, in order.
     transform : callable
         PIL image to ``(3, H, W)`` float tensor in [0, 1]; random transforms draw from torch's
-        generator, which :class:`catrs_plugin.training_data.SeededDataset` seeds per example.
+        generator, which :class:`catrs_plugin.train.data.SeededDataset` seeds per example.
     """
 
     def __init__(self, samples: list[tuple[Path, int]], transform=TRAIN_TRANSFORM) -> None:

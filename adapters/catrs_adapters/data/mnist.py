@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file, take
-from catrs_plugin.reading import parsing
-from catrs_plugin.validation import check_choice
+from catrs_plugin.utils.reading import parsing
+from catrs_plugin.utils.validation import check_choice
 
 MNIST_URL = "https://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"
 

@@ -33,7 +33,7 @@ from torchvision import transforms
 from catrs_adapters.data.cifar import cifar10_split, cifar100_split
 from catrs_adapters.data.cifar10c import CORRUPTIONS, corruption_arrays, severity_block
 from catrs_adapters.data.imagenet import PREPROCESS, decode_image, imagenet_samples
-from catrs_plugin.validation import check_positive_int
+from catrs_plugin.utils.validation import check_positive_int
 
 #: RobustBench's default CIFAR transform (``PREPROCESSINGS[None]``).
 TO_TENSOR = transforms.ToTensor()

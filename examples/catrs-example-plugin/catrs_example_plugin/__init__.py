@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.hookspecs import hookimpl
 from catrs_plugin.methods import Method, TrainBatch
+from catrs_plugin.plugins.hookspecs import hookimpl
 
 
 def label_smoothing_loss(model: nn.Module, batch: TrainBatch, *, smoothing: float) -> torch.Tensor:

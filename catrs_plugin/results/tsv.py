@@ -3,7 +3,7 @@
 Rows are appended and flushed one at a time, so a killed run loses at most the row it was
 writing; :class:`ResultWriter` drops such a partial last line and reports which indices are
 already done, so that the run can continue where it stopped. It continues a file only when
-the record next to it (``<file>.provenance.json``, see :mod:`catrs_plugin.provenance`) says
+the record next to it (``<file>.provenance.json``, see :mod:`catrs_plugin.utils.provenance`) says
 the rows come from the same model, data and settings; the TSV itself keeps the exact format of
 Cohen et al.'s scripts, so other tools read it unchanged.
 """
@@ -19,8 +19,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from catrs_plugin import provenance
-from catrs_plugin.reading import read_text
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.reading import read_text
 
 CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
@@ -186,7 +186,7 @@ class ResultWriter:
     """Append rows to a result file, resuming after the last complete row of the same run.
 
     A file is continued only when its record (``<path>.provenance.json``, see
-    :mod:`catrs_plugin.provenance`) holds the same settings, apart from the selection of
+    :mod:`catrs_plugin.utils.provenance`) holds the same settings, apart from the selection of
     examples: because every row depends only on its own example, a rerun may select more
     examples (e.g. a larger ``--max``) and the continued file then equals a fresh run with the
     new selection. A rerun whose selection leaves out rows the file already holds is refused.
@@ -213,7 +213,7 @@ class ResultWriter:
 
     Raises
     ------
-    catrs_plugin.provenance.ProvenanceError
+    catrs_plugin.utils.provenance.ProvenanceError
         If ``resume`` is set and the file exists but was produced with other settings, holds
         rows outside ``selection``, or nothing records what produced it.
     ValueError

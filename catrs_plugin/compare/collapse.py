@@ -5,7 +5,7 @@ A collapsed run still certifies: a model that predicts one class for every input
 looks like a result (MACER at lr 0.1 on the digits CNN: 8.3 % at every radius). A run counts
 as collapsed when
 
-* its training loss became non-finite (:class:`catrs_plugin.training.TrainingDiverged`);
+* its training loss became non-finite (:class:`catrs_plugin.train.loop.TrainingDiverged`);
 * its training loss diverged: the last epoch's mean loss is more than
   :data:`DIVERGENCE_FACTOR` times the first epoch's; or
 * it predicts one class for at least :data:`ONE_CLASS_SHARE` of the noisy test inputs
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from catrs_plugin.smoothing import derive_seed, evaluating, model_device
+from catrs_plugin.certify.smoothing import derive_seed, evaluating, model_device
 
 #: A run whose last epoch's loss exceeds this many times its first epoch's has diverged.
 DIVERGENCE_FACTOR = 4.0
@@ -85,7 +85,7 @@ def diagnose(
     Parameters
     ----------
     history : sequence of dict
-        The per-epoch history :func:`catrs_plugin.training.train` returned.
+        The per-epoch history :func:`catrs_plugin.train.loop.train` returned.
     model : torch.nn.Module
         The trained classifier.
     x, y : numpy.ndarray

@@ -12,8 +12,8 @@ from typing import Mapping
 
 import numpy as np
 
-from catrs_plugin.metrics import average_certified_radius, certified_accuracy
-from catrs_plugin.results import CertifyResults
+from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy
+from catrs_plugin.results.tsv import CertifyResults
 
 #: Points per curve: the curve is a step function evaluated on this many radii.
 CURVE_POINTS = 400

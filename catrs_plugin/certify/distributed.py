@@ -1,6 +1,6 @@
 """Runs over several processes and machines with ``torch.distributed`` (launched by ``torchrun``).
 
-Training: :func:`catrs_plugin.training.train` wraps the model in ``DistributedDataParallel``
+Training: :func:`catrs_plugin.train.loop.train` wraps the model in ``DistributedDataParallel``
 whenever a process group is initialised, and splits every loader batch across the ranks.
 
 Certification: each rank certifies every ``world``-th selected example (``indices[rank::world]``)
@@ -9,7 +9,7 @@ run. :func:`merge_shards` then writes ``OUTFILE``: the rows of all shards in the
 selected indices. Because the noise of an example depends only on the seed and the example's
 index, the merged file equals a single-process run with the same seed, apart from ``time``.
 Every shard records the run that produced it (model, data, the whole run's selection,
-settings: see :mod:`catrs_plugin.provenance`); shards are only merged when their records agree,
+settings: see :mod:`catrs_plugin.utils.provenance`); shards are only merged when their records agree,
 and the merged file gets the same record.
 """
 
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import write_atomic
-from catrs_plugin.results import read_table
+from catrs_plugin.results.tsv import read_table
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.atomic import write_atomic
 
 #: How long ranks that finished their shard wait for the others before the merge: shards of a
 #: large data set can take very different times, so the default 30 minutes is far too short.
@@ -159,7 +159,7 @@ def merge_shards(
         If the shards have different headers, disagree on an example (an index certified twice,
         e.g. after a restart with another number of ranks, must give the same row apart from
         ``time``), or miss an expected index.
-    catrs_plugin.provenance.ProvenanceError
+    catrs_plugin.utils.provenance.ProvenanceError
         If a shard has no provenance record or was produced by another run than the others
         (the merged file gets their common record).
     FileNotFoundError

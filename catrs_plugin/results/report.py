@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from catrs_plugin.metrics import format_radius
+from catrs_plugin.results.metrics import format_radius
 
 
 def format_table(
@@ -18,7 +18,7 @@ def format_table(
     Parameters
     ----------
     summaries : sequence of dict
-        Outputs of :func:`catrs_plugin.metrics.summarize` (extra keys are ignored).
+        Outputs of :func:`catrs_plugin.results.metrics.summarize` (extra keys are ignored).
     radii : sequence of float
         Radii whose certified accuracy becomes a column.
     markdown : bool

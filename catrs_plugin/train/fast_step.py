@@ -1,7 +1,7 @@
 """The fast training step: compiled model, CUDA graphs, bf16, ``channels_last``, fused SGD.
 
-:func:`catrs_plugin.training.train` takes every option from its
-:class:`~catrs_plugin.training.TrainConfig`; :func:`fast_config` turns them all on:
+:func:`catrs_plugin.train.loop.train` takes every option from its
+:class:`~catrs_plugin.train.loop.TrainConfig`; :func:`fast_config` turns them all on:
 
 * ``amp="bf16"``: the loss under bfloat16 autocast (weights, gradients and the optimizer
   stay in fp32);
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from catrs_plugin.training import TrainConfig
+    from catrs_plugin.train.loop import TrainConfig
 
 #: ``TrainConfig.compile`` values: ``torch.compile`` modes.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

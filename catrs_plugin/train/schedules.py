@@ -17,7 +17,7 @@ MACER's own script (``RuntianZ/macer``, ``main.py``) uses ``MultiStepLR(mileston
 those 0-based epochs.
 
 A rate that is a pure function of the epoch makes a resumed run exact without any scheduler
-state: :func:`catrs_plugin.training.train` sets it at the start of every epoch.
+state: :func:`catrs_plugin.train.loop.train` sets it at the start of every epoch.
 """
 
 from __future__ import annotations

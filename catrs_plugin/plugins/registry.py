@@ -12,17 +12,17 @@ from typing import Any
 import pluggy
 from torch import nn
 
-from catrs_plugin import hookspecs
+from catrs_plugin.backbones.normalize import NormalizeLayer
 from catrs_plugin.methods.base import Method
-from catrs_plugin.models import NormalizeLayer
-from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
+from catrs_plugin.plugins import hookspecs
+from catrs_plugin.plugins.specs import AttackSpec, DatasetSpec, ModelSpec
 
 ENTRY_POINT_GROUP = "catrs"
 
 #: Our own distribution: its entry points (the built-ins) register before any other plugin's.
 DISTRIBUTION = "catrs-plugin"
 
-#: The registration hooks of :mod:`catrs_plugin.hookspecs`, in the order they are called, with the
+#: The registration hooks of :mod:`catrs_plugin.plugins.hookspecs`, in the order they are called, with the
 #: :class:`Registry` table each fills and the type of what it must return.
 HOOKS: dict[str, tuple[str, type]] = {
     "catrs_register_methods": ("methods", Method),
@@ -43,8 +43,8 @@ class Registry:
     Attributes
     ----------
     methods, models, datasets, attacks : dict
-        Name to :class:`~catrs_plugin.methods.Method`, :class:`~catrs_plugin.specs.ModelSpec`,
-        :class:`~catrs_plugin.specs.DatasetSpec`, :class:`~catrs_plugin.specs.AttackSpec`.
+        Name to :class:`~catrs_plugin.methods.Method`, :class:`~catrs_plugin.plugins.specs.ModelSpec`,
+        :class:`~catrs_plugin.plugins.specs.DatasetSpec`, :class:`~catrs_plugin.plugins.specs.AttackSpec`.
     plugins : dict
         Name to entry point (``"module"`` or ``"module:object"``) of every plugin that registered.
     failures : dict
@@ -144,7 +144,7 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, str], dict[str, st
     """A plugin manager with every ``catrs`` entry point that loads and passes pluggy's checks.
 
     Our own entry points come first. A plugin whose module does not import, that implements a
-    hook :mod:`catrs_plugin.hookspecs` does not specify (a misspelt name; pluggy's
+    hook :mod:`catrs_plugin.plugins.hookspecs` does not specify (a misspelt name; pluggy's
     ``check_pending``), or whose name another entry point already uses, is skipped with a
     ``RuntimeWarning`` naming the plugin and its entry point.
 

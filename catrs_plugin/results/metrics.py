@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from catrs_plugin.results import CertifyResults
+from catrs_plugin.results.tsv import CertifyResults
 
 
 def average_certified_radius(radius: np.ndarray, correct: np.ndarray) -> float:

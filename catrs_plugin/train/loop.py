@@ -1,7 +1,7 @@
 """The training loop shared by every method, the ART trainer and the command line.
 
 Per epoch: set the learning rate the reference scripts use in that epoch
-(:func:`catrs_plugin.schedules.learning_rate`; a caller's own optimizer keeps its rates); shuffle with a generator seeded by
+(:func:`catrs_plugin.train.schedules.learning_rate`; a caller's own optimizer keeps its rates); shuffle with a generator seeded by
 ``(seed, epoch)``; augment each loader batch on the device with the data set's training
 augmentation, drawn from a generator seeded by ``(seed, epoch, batch)``; split each loader
 batch into ``method.chunks`` optimizer steps (the reference code's mini-batch chunking);
@@ -9,16 +9,16 @@ compute the method's loss with noise drawn from a device generator seeded by
 ``(seed, epoch)``; write a checkpoint atomically. A run restarted with the same arguments
 resumes after the last finished epoch and repeats its numbers; the checkpoint records what
 produced it (method, hyper-parameters, data, augmentation, optimisation settings: see
-:mod:`catrs_plugin.provenance`) and a run with other settings refuses to resume it. An epoch
+:mod:`catrs_plugin.utils.provenance`) and a run with other settings refuses to resume it. An epoch
 whose loss is not finite stops the run with :class:`TrainingDiverged` before its checkpoint
 is written.
 
 Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
 autocast with a gradient scaler), the ``channels_last`` memory format, the fused SGD kernel
 on CUDA, and ``torch.compile`` of the model (CUDA graphs in ``"reduce-overhead"`` mode);
-:func:`catrs_plugin.fast_training.fast_config` turns them all on. When ``torch.distributed``
+:func:`catrs_plugin.train.fast_step.fast_config` turns them all on. When ``torch.distributed``
 is initialised (e.g. under ``torchrun``), the model is wrapped in ``DistributedDataParallel``
-and every loader batch is split evenly across the ranks (see :mod:`catrs_plugin.distributed`).
+and every loader batch is split evenly across the ranks (see :mod:`catrs_plugin.certify.distributed`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
-from catrs_plugin import provenance
-from catrs_plugin.checkpoint import read_checkpoint, save_checkpoint
-from catrs_plugin.fast_training import COMPILE_MODES, begin_step, compiled_for_training
+from catrs_plugin.certify.smoothing import derive_seed, model_device
 from catrs_plugin.methods.base import Method, TrainBatch
-from catrs_plugin.schedules import learning_rate
-from catrs_plugin.smoothing import derive_seed, model_device
-from catrs_plugin.validation import check_choice, check_non_negative, check_positive_int, check_sigma
+from catrs_plugin.train.checkpoint import read_checkpoint, save_checkpoint
+from catrs_plugin.train.fast_step import COMPILE_MODES, begin_step, compiled_for_training
+from catrs_plugin.train.schedules import learning_rate
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.validation import check_choice, check_non_negative, check_positive_int, check_sigma
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class TrainConfig:
     lr_step_size : int
         Multiply the learning rate by ``gamma`` every this many epochs (50 for CIFAR-10), as the
         reference's ``StepLR`` stepped with ``scheduler.step(epoch)`` does: the first drop is
-        in epoch ``lr_step_size + 1`` (0-based; see :mod:`catrs_plugin.schedules`).
+        in epoch ``lr_step_size + 1`` (0-based; see :mod:`catrs_plugin.train.schedules`).
     gamma : float
         Learning-rate decay factor.
     lr_drop : int or None
@@ -98,7 +98,7 @@ class TrainConfig:
         Use the fused SGD kernel; ``None`` (default) means on CUDA only.
     compile : str or None
         Train through ``torch.compile`` of the model in this mode (see
-        :data:`~catrs_plugin.fast_training.COMPILE_MODES`; ``"reduce-overhead"`` records CUDA
+        :data:`~catrs_plugin.train.fast_step.COMPILE_MODES`; ``"reduce-overhead"`` records CUDA
         graphs on CUDA). Off by default.
     """
 
@@ -171,7 +171,7 @@ class TensorData:
         Per-example class probabilities ``(n, C)``; they follow their examples through shuffling.
     augment : callable, optional
         Training augmentation ``augment(x, generator) -> x`` applied on the device to every loader
-        batch (e.g. :class:`catrs_plugin.augmentation.RandomCropFlip`, a registered dataset's
+        batch (e.g. :class:`catrs_plugin.train.augmentation.RandomCropFlip`, a registered dataset's
         ``augment``), with a generator seeded by ``(seed, epoch, batch)``.
     """
 
@@ -235,10 +235,10 @@ class LoaderData:
         generator is reseeded from ``(seed, epoch)`` at the start of every epoch, so the data
         order is reproducible and a resumed run sees the same order as an uninterrupted one.
         When its ``dataset`` has a ``set_epoch(seed, epoch)`` method (as the data sets of
-        :mod:`catrs_plugin.training_data` do), it is called first, so that per-example random
+        :mod:`catrs_plugin.train.data` do), it is called first, so that per-example random
         augmentation drawn in worker processes is reproducible too. When its ``batch_sampler``
         has a ``set_epoch(seed, epoch, rank, world)`` method
-        (:class:`catrs_plugin.training_data.EpochBatchSampler`), it is called instead of reseeding,
+        (:class:`catrs_plugin.train.data.EpochBatchSampler`), it is called instead of reseeding,
         and it yields this rank's share of each batch only, so that no rank decodes the others' images.
         Its batch size is the loader's own; ``TrainConfig.batch_size`` does not apply.
     """

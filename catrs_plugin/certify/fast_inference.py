@@ -1,6 +1,6 @@
 """Prepared inference copies of a base classifier: the fast certification path.
 
-:func:`prepare_forward` turns a model into the callable that :class:`~catrs_plugin.smoothing.Smooth`
+:func:`prepare_forward` turns a model into the callable that :class:`~catrs_plugin.certify.smoothing.Smooth`
 forwards its noisy batches through. The exact recipe (the default) is the model itself. The
 fast recipe (:func:`fast_recipe`, ``Smooth(..., fast=True)``) combines
 
@@ -16,7 +16,7 @@ cached per model (weakly: a model that is garbage-collected takes its copies wit
 recipe, so a model is copied and compiled once per input shape and process, however many
 ``Smooth`` objects or ``certify_to_file`` calls use it. A cached copy whose model's
 parameters or buffers changed since (an optimizer step, ``load_state_dict``) is rebuilt. The
-compilation time of each new shape is logged (logger ``catrs_plugin.fast_inference``, level
+compilation time of each new shape is logged (logger ``catrs_plugin.certify.fast_inference``, level
 INFO); if compilation fails (no C++ compiler for Inductor on the CPU, an unsupported
 operation), the copy runs eagerly and a ``RuntimeWarning`` says why.
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import torch
 
-from catrs_plugin.validation import check_positive_int
+from catrs_plugin.utils.validation import check_positive_int
 
 #: Seconds between checks of running jobs' states (submitit's own state cache refreshes slower).
 POLL_SECONDS = 0.2

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pluggy
 
 from catrs_plugin.methods.base import Method
-from catrs_plugin.specs import AttackSpec, DatasetSpec, ModelSpec
+from catrs_plugin.plugins.specs import AttackSpec, DatasetSpec, ModelSpec
 
 PROJECT = "catrs"
 

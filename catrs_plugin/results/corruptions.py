@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from catrs_plugin.metrics import average_certified_radius, certified_accuracy
-from catrs_plugin.report import render_table
-
-from catrs_plugin.results import read_certify_results
+from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy
+from catrs_plugin.results.report import render_table
+from catrs_plugin.results.tsv import read_certify_results
 
 #: Severities of a corruption benchmark; a corruption file holds one equal block of rows per
 #: severity, in this order (CIFAR-10-C's layout).

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from catrs_plugin.atomic import write_atomic
-from catrs_plugin.reading import FormatError, parsing, read_text
+from catrs_plugin.utils.atomic import write_atomic
+from catrs_plugin.utils.reading import FormatError, parsing, read_text
 
 #: Suffix of the record next to an output file.
 SIDECAR_SUFFIX = ".provenance.json"

@@ -2,10 +2,10 @@
 
 Examples are handled in groups that share forward batches; each finished group's rows are
 appended and flushed at once, and a rerun skips every index the file already holds. Because
-noise is seeded per example (see :mod:`catrs_plugin.smoothing`), a resumed run writes the
+noise is seeded per example (see :mod:`catrs_plugin.certify.smoothing`), a resumed run writes the
 same rows as an uninterrupted one, apart from the ``time`` column. A file is only continued
 by the run that produced it: the model's weights, the data, the selected indices and every
-setting are recorded next to it (:mod:`catrs_plugin.provenance`) and must match.
+setting are recorded next to it (:mod:`catrs_plugin.utils.provenance`) and must match.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from catrs_plugin import provenance
-from catrs_plugin.results import (
+from catrs_plugin.certify.smoothing import Smooth
+from catrs_plugin.results.tsv import (
     CERTIFY_HEADER,
     PREDICT_HEADER,
     ResultWriter,
     format_certify_row,
     format_predict_row,
 )
-from catrs_plugin.smoothing import Smooth
-from catrs_plugin.validation import check_alpha, check_positive_int
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.validation import check_alpha, check_positive_int
 
 
 def select_indices(count: int, skip: int = 1, max_index: int = -1) -> np.ndarray:
@@ -106,7 +106,7 @@ def certify_to_file(
 
     Raises
     ------
-    catrs_plugin.provenance.ProvenanceError
+    catrs_plugin.utils.provenance.ProvenanceError
         If ``resume`` is set and ``outfile`` holds rows of another run (or of an unknown one).
     """
     n0, n = check_positive_int(n0, "N0"), check_positive_int(n, "N")

@@ -17,7 +17,7 @@ Options that trade exactness for speed are off by default; with them off, the co
 those of a straightforward per-example, per-block loop over the same noise stream. ``fast=True``
 turns on all of them at once (bfloat16 autocast, ``channels_last``, batch norm folded into the
 convolutions, ``torch.compile`` with Inductor's freezing, CUDA graphs on CUDA, the largest batch
-that fits; see :mod:`catrs_plugin.fast_inference`); ``autocast_dtype``, ``channels_last`` and
+that fits; see :mod:`catrs_plugin.certify.fast_inference`); ``autocast_dtype``, ``channels_last`` and
 ``compile_mode`` turn on single pieces. The noise never changes, only the rounding of the
 forward pass.
 """
@@ -33,9 +33,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from catrs_plugin.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
-from catrs_plugin.stats import certified_radius, lower_confidence_bound, top_two_pvalue
-from catrs_plugin.validation import (
+from catrs_plugin.certify.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
+from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound, top_two_pvalue
+from catrs_plugin.utils.validation import (
     check_alpha,
     check_inputs,
     check_positive_int,
@@ -125,7 +125,7 @@ class Smooth:
         ``channels_last``, under bfloat16 autocast (or ``autocast_dtype``), compiled with
         ``torch.compile`` and Inductor's freezing, with CUDA graphs on CUDA; batch
         ``"auto"`` unless ``batch_size`` is given. Compilation happens once per model, input
-        shape and process (its time is logged); see :mod:`catrs_plugin.fast_inference`. The
+        shape and process (its time is logged); see :mod:`catrs_plugin.certify.fast_inference`. The
         noise is the same as on the exact path, but the forward pass rounds differently, so a
         few noisy samples may change class and radii move slightly (docs/benchmarks.rst
         gives measured agreement). Off by default.
@@ -351,7 +351,7 @@ class Smooth:
         """Top class of each sample, forwarding in pieces no larger than the out-of-memory limit.
 
         A compiled forward pass gets a fixed set of batch sizes: a piece smaller than the full
-        batch is padded with zeros (see :func:`~catrs_plugin.fast_inference.padded_size`), whose
+        batch is padded with zeros (see :func:`~catrs_plugin.certify.fast_inference.padded_size`), whose
         predictions are dropped.
         """
         top = torch.empty(len(batch), dtype=torch.long, device=batch.device)

@@ -22,8 +22,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from catrs_plugin.atomic import atomic_writer
-from catrs_plugin.reading import FormatError, one_line, parsing, require_file
+from catrs_plugin.utils.atomic import atomic_writer
+from catrs_plugin.utils.reading import FormatError, one_line, parsing, require_file
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
@@ -154,7 +154,7 @@ def load_checkpoint(
         dataset (the message lists the registered ones), or its keys do not match the
         architecture (the message lists missing, unexpected and expected keys).
     """
-    from catrs_plugin.registry import get_registry
+    from catrs_plugin.plugins.registry import get_registry
 
     payload = read_checkpoint(path, map_location)
     for key in ("arch", "state_dict"):

@@ -7,11 +7,11 @@ at sigma = 0.25, trained once (at sigma = 0.25 it *is* the Gaussian run) and cac
 smoothed predictions. Where a method's reference trains with other optimiser settings, its
 preset says so (:attr:`catrs_plugin.methods.Method.training`, e.g. MACER's own learning rate).
 
-The runs are independent jobs (:mod:`catrs_plugin.runners`): one after the other in this
+The runs are independent jobs (:mod:`catrs_plugin.compare.runners`): one after the other in this
 process, spread over several GPUs with several runs per GPU, or submitted to Slurm through
 ``submitit``. Each job resumes from its own files, and the summaries are merged once every
 job has finished. A run that collapsed (non-finite or diverging loss, one class predicted;
-:mod:`catrs_plugin.collapse`) is not certified and is reported as collapsed in the tables.
+:mod:`catrs_plugin.compare.collapse`) is not certified and is reported as collapsed in the tables.
 
 Output directory::
 
@@ -36,20 +36,20 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from catrs_plugin.certification import certify_to_file, select_indices
-from catrs_plugin.checkpoint import read_checkpoint
-from catrs_plugin.collapse import diagnose, loss_problem
-from catrs_plugin.compare_summary import check_settings, merge_summaries
+from catrs_plugin.certify.files import certify_to_file, select_indices
+from catrs_plugin.compare.collapse import diagnose, loss_problem
+from catrs_plugin.compare.runners import InProcess, Job, run_jobs
+from catrs_plugin.compare.summary import check_settings, merge_summaries
 from catrs_plugin.methods.base import Method
 from catrs_plugin.methods.smoothed import QUICK_EPOCHS
-from catrs_plugin.metrics import format_radius
-from catrs_plugin.reading import load_npy
-from catrs_plugin.registry import Registry, get_registry
-from catrs_plugin.results import predict_accuracy
-from catrs_plugin.runners import InProcess, Job, run_jobs
-from catrs_plugin.training import TrainConfig, TrainingDiverged, train
-from catrs_plugin.training_data import DEFAULT_WORKERS, training_data, training_soft_labels_to_file
-from catrs_plugin.validation import check_alpha, check_positive_int, check_sigma
+from catrs_plugin.plugins.registry import Registry, get_registry
+from catrs_plugin.results.metrics import format_radius
+from catrs_plugin.results.tsv import predict_accuracy
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.data import DEFAULT_WORKERS, training_data, training_soft_labels_to_file
+from catrs_plugin.train.loop import TrainConfig, TrainingDiverged, train
+from catrs_plugin.utils.reading import load_npy
+from catrs_plugin.utils.validation import check_alpha, check_positive_int, check_sigma
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ TEACHER_SIGMA = 0.25
 #: Registered attack behind ``attack_eps``: ART's L2 PGD on the smoothed classifier.
 ATTACK = "art_l2_pgd"
 
-#: Budget fields that are :class:`~catrs_plugin.training.TrainConfig` fields too.
+#: Budget fields that are :class:`~catrs_plugin.train.loop.TrainConfig` fields too.
 TRAIN_FIELDS = ("epochs", "batch_size", "lr", "lr_step_size")
 
 
@@ -313,14 +313,14 @@ def run_comparison(
     device : torch.device or str
         Where to train and certify when no ``runner`` is given.
     runner : InProcess, DevicePool or SubmititRunner, optional
-        Where the runs execute (:mod:`catrs_plugin.runners`; default: one after the other on
+        Where the runs execute (:mod:`catrs_plugin.compare.runners`; default: one after the other on
         ``device``).
     method_presets : mapping, optional
         Method name to the preset it uses instead of ``preset`` (e.g. ``{"macer": "original"}``).
     certify_batch : int or "auto"
         Noisy samples per forward pass in certification and soft labels (results do not depend
         on it); ``"auto"``: sized from free memory on CUDA,
-        :data:`~catrs_plugin.smoothing.CPU_AUTO_BATCH` on the CPU.
+        :data:`~catrs_plugin.certify.smoothing.CPU_AUTO_BATCH` on the CPU.
     attack_eps : sequence of float
         L2 radii of ART's PGD attack on the smoothed classifier; the empirical accuracy of each
         method's smoothed classifier (PREDICT on the adversarial example) is reported per radius.
@@ -328,7 +328,7 @@ def run_comparison(
     workers : int
         Data-loading worker processes for file-based datasets (ImageNet).
     fast : bool
-        Certify on the fast path of :class:`~catrs_plugin.smoothing.Smooth` (``fast=True``);
+        Certify on the fast path of :class:`~catrs_plugin.certify.smoothing.Smooth` (``fast=True``);
         each result file records it, so a rerun with the other setting is refused.
     progress : bool
         Show progress bars.

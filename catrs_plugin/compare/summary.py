@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import write_atomic
-from catrs_plugin.metrics import default_radii, format_radius, summarize
-from catrs_plugin.report import render_table
-from catrs_plugin.results import CertifyResults, read_certify_results
+from catrs_plugin.results.metrics import default_radii, format_radius, summarize
+from catrs_plugin.results.report import render_table
+from catrs_plugin.results.tsv import CertifyResults, read_certify_results
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.atomic import write_atomic
 
 if TYPE_CHECKING:
-    from catrs_plugin.compare import Budget, Comparison
+    from catrs_plugin.compare.run import Budget, Comparison
 
 #: Radius step of the summaries' certified-accuracy columns.
 RADIUS_STEP = 0.25
@@ -117,7 +117,7 @@ def _settings_line(budget: "Budget", n: int | None) -> str:
 def write_sigma_summary(comparison: "Comparison", certified: dict[str, CertifyResults], dataset: str, preset: str,
                         budget: "Budget", attack_eps: Sequence[float]) -> None:
     """``summary.md``, ``summary.csv``, ``summary.json`` and the plot of one noise level."""
-    from catrs_plugin.plotting import plot_certified_accuracy
+    from catrs_plugin.results.plots import plot_certified_accuracy
 
     directory, sigma, summaries = comparison.directory, comparison.sigma, comparison.summaries
     directory.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import save_npy_atomic
-from catrs_plugin.reading import load_npy
-from catrs_plugin.smoothing import Smooth
-from catrs_plugin.validation import check_positive_int, check_soft_labels
+from catrs_plugin.certify.smoothing import Smooth
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.atomic import save_npy_atomic
+from catrs_plugin.utils.reading import load_npy
+from catrs_plugin.utils.validation import check_positive_int, check_soft_labels
 
 
 def smoothed_soft_labels(
@@ -76,7 +76,7 @@ def soft_labels_to_file(
     x : numpy.ndarray
         Inputs; row ``i`` uses the noise stream of example ``i``.
     num_classes, sigma, n, batch_size, seed, autocast_dtype
-        As in :class:`~catrs_plugin.smoothing.Smooth` and its ``class_frequencies``.
+        As in :class:`~catrs_plugin.certify.smoothing.Smooth` and its ``class_frequencies``.
     outfile : str or os.PathLike
         The ``.npy`` to write.
     settings : mapping, optional
@@ -94,7 +94,7 @@ def soft_labels_to_file(
 
     Raises
     ------
-    catrs_plugin.provenance.ProvenanceError
+    catrs_plugin.utils.provenance.ProvenanceError
         If ``resume`` is set and ``outfile`` (or the unfinished run) was produced with other
         settings, or nothing records what produced it.
     """

@@ -21,8 +21,8 @@ class ModelSpec:
         Architecture name, as stored in checkpoints' ``arch`` field.
     factory : callable
         ``factory(num_classes=..., in_chans=...) -> nn.Module`` building the network *without*
-        normalisation; :meth:`catrs_plugin.registry.Registry.create_model` prepends the
-        dataset's :class:`~catrs_plugin.models.NormalizeLayer`.
+        normalisation; :meth:`catrs_plugin.plugins.registry.Registry.create_model` prepends the
+        dataset's :class:`~catrs_plugin.backbones.normalize.NormalizeLayer`.
     description : str
         One line for listings.
     """
@@ -59,14 +59,14 @@ class DatasetSpec:
         The data set's training augmentation for in-memory training data,
         ``augment(x, generator) -> x`` on a batch ``(B, *input_shape)`` on its device, drawing
         every random choice from ``generator`` (e.g.
-        :class:`catrs_plugin.augmentation.RandomCropFlip` for CIFAR); ``None``: train on the
+        :class:`catrs_plugin.train.augmentation.RandomCropFlip` for CIFAR); ``None``: train on the
         images as loaded. Test images are never augmented.
     train_dataset : callable or None
         For a training split too large for memory (ImageNet): ``train_dataset(data_dir=None,
         n_examples=None) -> torch.utils.data.Dataset`` of ``(x, y)`` pairs, ``x`` a float tensor of
         shape ``input_shape`` in [0, 1], transformed per image with the data set's own random
         training augmentation drawn from torch's random number generator. Training then reads it
-        with a ``DataLoader`` and worker processes (see :mod:`catrs_plugin.training_data`) instead
+        with a ``DataLoader`` and worker processes (see :mod:`catrs_plugin.train.data`) instead
         of calling ``load("train")``; ``augment`` does not apply.
     """
 

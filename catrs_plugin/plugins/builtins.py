@@ -4,15 +4,15 @@ reference code's CIFAR ResNets and LeNet (:mod:`catrs_plugin.backbones`)."""
 from __future__ import annotations
 
 from catrs_plugin.backbones import BACKBONE_SPECS
-from catrs_plugin.hookspecs import hookimpl
+from catrs_plugin.backbones.normalize import digits_cnn
 from catrs_plugin.methods import CATRS, GAUSSIAN, Method
 from catrs_plugin.methods.consistency import CONSISTENCY
 from catrs_plugin.methods.macer import MACER
 from catrs_plugin.methods.smoothadv import SMOOTHADV
 from catrs_plugin.methods.smoothmix import SMOOTHMIX
 from catrs_plugin.methods.stability import STABILITY
-from catrs_plugin.models import digits_cnn
-from catrs_plugin.specs import ModelSpec
+from catrs_plugin.plugins.hookspecs import hookimpl
+from catrs_plugin.plugins.specs import ModelSpec
 
 
 @hookimpl

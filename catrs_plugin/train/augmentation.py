@@ -6,11 +6,11 @@ loader, one image at a time on the CPU. :class:`RandomCropFlip` draws the same d
 for a whole batch at once where the batch already is (on the GPU, in-memory training data is
 never sent back to the CPU to be cropped): for every image an offset in ``0 .. 2 * padding``
 along each axis of the zero-padded image, and a flip with probability 1/2, all from the
-generator it is given. :class:`catrs_plugin.training.TensorData` seeds that generator from
+generator it is given. :class:`catrs_plugin.train.loop.TensorData` seeds that generator from
 ``(seed, epoch, batch)``, so a resumed run sees exactly the images an uninterrupted run sees.
 
 An augmentation is any callable ``augment(x, generator) -> x`` on a batch ``(B, C, H, W)``
-in [0, 1]; a registered dataset names its own in :attr:`catrs_plugin.specs.DatasetSpec.augment`.
+in [0, 1]; a registered dataset names its own in :attr:`catrs_plugin.plugins.specs.DatasetSpec.augment`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from catrs_plugin.smoothing import derive_seed
-from catrs_plugin.validation import check_positive_int
+from catrs_plugin.certify.smoothing import derive_seed
+from catrs_plugin.utils.validation import check_positive_int
 
 #: ``augment(x, generator) -> x``: a batch transform drawing its randomness from ``generator``.
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

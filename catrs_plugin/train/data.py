@@ -1,13 +1,13 @@
 """The training split of a registered dataset as training reads it, and the images soft labels are computed on.
 
-Two kinds of registered datasets (:class:`~catrs_plugin.specs.DatasetSpec`):
+Two kinds of registered datasets (:class:`~catrs_plugin.plugins.specs.DatasetSpec`):
 
 * **in memory** (digits, MNIST, CIFAR): ``load("train")`` returns arrays; training shuffles
   them and applies the dataset's ``augment`` to each batch on the device
-  (:class:`~catrs_plugin.training.TensorData`);
+  (:class:`~catrs_plugin.train.loop.TensorData`);
 * **from files** (ImageNet): ``train_dataset()`` returns a map-style dataset that decodes and
   augments one image at a time; training reads it through a ``DataLoader`` with worker
-  processes (:class:`~catrs_plugin.training.LoaderData`), as the reference code does. Every
+  processes (:class:`~catrs_plugin.train.loop.LoaderData`), as the reference code does. Every
   example is drawn with torch's random number generator seeded from ``(seed, epoch, index)``
   (:class:`SeededDataset`), so the crops do not depend on the number of workers and a resumed
   run sees the same images as an uninterrupted one.
@@ -31,14 +31,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from catrs_plugin import provenance
-from catrs_plugin.atomic import save_npy_atomic
-from catrs_plugin.augmentation import VIEW_STREAM, one_view
-from catrs_plugin.smoothing import Smooth, derive_seed, model_device
-from catrs_plugin.soft_labels import smoothed_soft_labels, soft_labels_to_file
-from catrs_plugin.specs import DatasetSpec
-from catrs_plugin.training import LoaderData, TensorData, epoch_order, rank_share
-from catrs_plugin.validation import check_positive_int, check_soft_labels
+from catrs_plugin.certify.smoothing import Smooth, derive_seed, model_device
+from catrs_plugin.plugins.specs import DatasetSpec
+from catrs_plugin.train.augmentation import VIEW_STREAM, one_view
+from catrs_plugin.train.loop import LoaderData, TensorData, epoch_order, rank_share
+from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
+from catrs_plugin.utils import provenance
+from catrs_plugin.utils.atomic import save_npy_atomic
+from catrs_plugin.utils.validation import check_positive_int, check_soft_labels
 
 #: Data-loading worker processes for file-based training data (the reference's ``--workers`` default).
 DEFAULT_WORKERS = 4
@@ -83,7 +83,7 @@ class SeededDataset(Dataset):
 
 
 class EpochBatchSampler(Sampler):
-    """Loader batches in the order :class:`~catrs_plugin.training.TensorData` uses, one rank's share each.
+    """Loader batches in the order :class:`~catrs_plugin.train.loop.TensorData` uses, one rank's share each.
 
     Epoch ``e`` visits the examples in the permutation seeded by ``(seed, e)``, cut into batches
     of ``batch_size``; with ``world`` processes each rank gets its equal contiguous share of every
@@ -133,7 +133,7 @@ def training_data(
     workers: int = DEFAULT_WORKERS,
     pin_memory: bool | None = None,
 ) -> TensorData | LoaderData:
-    """The training split of ``spec`` with its augmentation, ready for :func:`catrs_plugin.training.train`.
+    """The training split of ``spec`` with its augmentation, ready for :func:`catrs_plugin.train.loop.train`.
 
     Parameters
     ----------
@@ -249,11 +249,11 @@ def training_soft_labels_to_file(
 ) -> int:
     """:func:`training_soft_labels` written to ``outfile`` (``.npy``) with its provenance record.
 
-    In-memory datasets go through :func:`~catrs_plugin.soft_labels.soft_labels_to_file`, which
+    In-memory datasets go through :func:`~catrs_plugin.train.soft_labels.soft_labels_to_file`, which
     resumes after the last finished row; file-based ones (ImageNet) are computed in one go. A
     finished ``outfile`` is reused only when its record matches (the teacher's weights, the
     images or, for file-based data, the dataset, folder and count, ``sigma``, ``n`` and
-    ``seed``); otherwise :class:`~catrs_plugin.provenance.ProvenanceError` names what differs.
+    ``seed``); otherwise :class:`~catrs_plugin.utils.provenance.ProvenanceError` names what differs.
 
     Returns
     -------
