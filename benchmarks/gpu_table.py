@@ -18,7 +18,7 @@ short, e.g. by a time limit per command, continues where it stopped):
   all 359 test images, N = 10,000: the same comparison.
 * ``train-resnet110``: CAT-RS on CIFAR ResNet-110, batch 256, M = 4, T = 4, 20 loader batches:
   the reference-style loop, ours (fp32), ours-amp (bf16, channels_last, fused SGD), ours-fast
-  (:func:`catrs_plugin.train.fast_step.fast_config`: also ``torch.compile`` with CUDA graphs).
+  (:func:`catrs_plugin.train.loop.fast_config`: also ``torch.compile`` with CUDA graphs).
   Target: ours-fast in at most 60 s per epoch (extrapolated from the timed batches).
 
 At the end it prints the tables in reStructuredText, with every target marked met or not met

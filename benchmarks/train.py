@@ -11,7 +11,7 @@ the same loader batch, M (``num_noise_vec``), T (``num_steps``), epsilon and lam
 * ``ours``: :func:`catrs_plugin.train.loop.train` with the registered ``catrs`` method, fp32;
 * ``ours-amp``: the same with ``--amp`` (bf16 by default), ``channels_last`` and, on CUDA,
   the fused SGD kernel;
-* ``ours-fast``: the fast path, :func:`catrs_plugin.train.fast_step.fast_config`: as
+* ``ours-fast``: the fast path, :func:`catrs_plugin.train.loop.fast_config`: as
   ``ours-amp`` plus ``torch.compile`` of the model (``"reduce-overhead"``, i.e. CUDA graphs,
   on CUDA; ``"default"`` on the CPU). Compilation happens in the warm-up batch (its time is
   reported, not counted); the last, smaller batch of a real epoch would compile once more.
@@ -152,8 +152,7 @@ def ours(model, data, config, device, options=None):
 
 def contender_options(contender, config, device):
     """The ``TrainConfig`` settings of one of our contenders."""
-    from catrs_plugin.train.fast_step import fast_config
-    from catrs_plugin.train.loop import TrainConfig
+    from catrs_plugin.train.loop import TrainConfig, fast_config
 
     if contender == "ours-fast":
         fast = fast_config(TrainConfig(), device)

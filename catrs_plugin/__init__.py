@@ -6,12 +6,17 @@ classes lazily, so importing the core does not import ART. It is the import that
 the package was installed: ``from art.defences.trainer import CATRSTrainer`` relies on the
 start-up hook of :mod:`catrs_adapters.hook`, which ``pip install --target`` plus ``PYTHONPATH``
 does not run.
+
+The code lives in one folder per job (``utils``, ``backbones``, ``results``, ``certify``,
+``methods``, ``plugins``, ``train``, ``compare``, ``cli``, each importing only those before it);
+the names below are the public API wherever they live.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from catrs_plugin.certify.files import certify_to_file, predict_to_file
 from catrs_plugin.certify.smoothing import Smooth
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound
 from catrs_plugin.methods import CATRS, GAUSSIAN, Method, TrainBatch, catrs_loss, gaussian_loss, worst_case_noise
@@ -42,10 +47,12 @@ __all__ = [
     "catrs_loss",
     "certified_accuracy",
     "certified_radius",
+    "certify_to_file",
     "gaussian_loss",
     "get_registry",
     "load_checkpoint",
     "lower_confidence_bound",
+    "predict_to_file",
     "read_certify_results",
     "read_checkpoint",
     "save_checkpoint",

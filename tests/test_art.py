@@ -20,7 +20,7 @@ from catrs_adapters.art.attacks import UnsupportedAttack
 from catrs_adapters.art.estimator import PyTorchCATRS
 from catrs_adapters.art.trainer import CATRSTrainer
 from catrs_adapters.datasets import DIGITS
-from catrs_plugin.backbones.normalize import digits_cnn
+from catrs_plugin.backbones.digits import digits_cnn
 from catrs_plugin.certify.smoothing import Smooth
 from catrs_plugin.plugins.registry import get_registry
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from catrs_plugin.compare import BUDGETS, Budget, parse_methods, run_comparison
 from catrs_plugin.compare.collapse import diagnose, loss_problem, prediction_problem
-from catrs_plugin.compare.run import BUDGETS, Budget, parse_methods, plan_run, run_comparison
+from catrs_plugin.compare.plan import plan_run
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.train.checkpoint import read_checkpoint
 from catrs_plugin.train.loop import TensorData, TrainConfig, TrainingDiverged, train

@@ -10,7 +10,7 @@ import pytest
 
 import catrs_plugin.compare.run as compare
 from catrs_plugin.cli import main
-from catrs_plugin.compare.run import Budget, parse_methods, run_comparison
+from catrs_plugin.compare import Budget, parse_methods, run_comparison
 from catrs_plugin.plugins.registry import get_registry
 
 TINY = Budget(epochs=1, batch_size=256, lr=0.1, lr_step_size=1, soft_samples=20, n0=20, n=100, alpha=0.01,

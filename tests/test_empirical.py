@@ -13,7 +13,8 @@ import torch
 
 from catrs_adapters.art.empirical import attack_to_file, pgd_examples
 from catrs_plugin.certify.smoothing import Smooth
-from catrs_plugin.compare.run import ATTACK, Budget, parse_methods, run_comparison
+from catrs_plugin.compare import Budget, parse_methods, run_comparison
+from catrs_plugin.compare.plan import ATTACK
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.results.metrics import certified_accuracy
 from catrs_plugin.results.tsv import predict_accuracy

@@ -15,8 +15,7 @@ from catrs_plugin.methods.base import TrainBatch
 from catrs_plugin.methods.smoothadv import smoothadv_attack
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.train.checkpoint import read_checkpoint
-from catrs_plugin.train.fast_step import fast_config
-from catrs_plugin.train.loop import TensorData, TrainConfig, make_optimizer, train
+from catrs_plugin.train.loop import TensorData, TrainConfig, fast_config, make_optimizer, train
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from catrs_plugin.compare.run import Budget, parse_methods, run_comparison
+from catrs_plugin.compare import Budget, parse_methods, run_comparison
 from catrs_plugin.compare.runners import DevicePool, InProcess, Job, SubmititRunner, run_jobs
 from catrs_plugin.plugins.registry import get_registry
 

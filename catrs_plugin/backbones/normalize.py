@@ -1,4 +1,4 @@
-"""Model building blocks: in-model normalisation and the small CNN for the digits demo."""
+"""In-model normalisation: the first layer of every model, so that models see pixels in [0, 1]."""
 
 from __future__ import annotations
 
@@ -28,18 +28,3 @@ class NormalizeLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
-
-
-def digits_cnn(num_classes: int = 10, in_chans: int = 1) -> nn.Module:
-    """A small CNN for 8x8 images (scikit-learn's digits): two conv layers and a linear head."""
-    return nn.Sequential(
-        nn.Conv2d(in_chans, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(32 * 4 * 4, 64),
-        nn.ReLU(),
-        nn.Linear(64, num_classes),
-    )

@@ -1,4 +1,5 @@
-"""The ``catrs`` command. Each module of this package adds one or more sub-commands.
+"""The ``catrs`` command: each module of this package adds one or more sub-commands.
+May import every layer of catrs_plugin; nothing in catrs_plugin imports it.
 
 A module defines ``register(subparsers)``, which adds its sub-parsers and sets ``func`` on
 each to a function taking the parsed ``argparse.Namespace`` and returning an exit code.

@@ -11,7 +11,8 @@ import torch
 from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
 from catrs_plugin.cli._common import add_data_arguments, batch_size_argument, resolve_device
 from catrs_plugin.cli.certify import add_fast_argument
-from catrs_plugin.compare.run import BUDGETS, parse_floats, parse_method_presets, parse_methods, run_comparison
+from catrs_plugin.compare.plan import BUDGETS, parse_floats, parse_method_presets, parse_methods
+from catrs_plugin.compare.run import run_comparison
 from catrs_plugin.compare.runners import DEFAULT_RUNS_PER_GPU, DevicePool, InProcess, SubmititRunner, slurm_executor
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.train.data import DEFAULT_WORKERS

@@ -13,18 +13,16 @@ import io
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from catrs_plugin.compare.plan import Budget, Comparison
 from catrs_plugin.results.metrics import default_radii, format_radius, summarize
 from catrs_plugin.results.report import render_table
 from catrs_plugin.results.tsv import CertifyResults, read_certify_results
 from catrs_plugin.utils import provenance
 from catrs_plugin.utils.atomic import write_atomic
-
-if TYPE_CHECKING:
-    from catrs_plugin.compare.run import Budget, Comparison
 
 #: Radius step of the summaries' certified-accuracy columns.
 RADIUS_STEP = 0.25
@@ -85,7 +83,7 @@ def _radii(results: Sequence[CertifyResults]) -> list[float]:
     return default_radii(max(largest, 0.0), RADIUS_STEP)
 
 
-def merge_summaries(out: Path, comparisons: Sequence["Comparison"], dataset: str, preset: str, budget: "Budget",
+def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, preset: str, budget: Budget,
                     attack_eps: Sequence[float]) -> None:
     """Read every certified run's rows, fill in each outcome's statistics and write all summary files."""
     everything: list[tuple[dict[str, Any], CertifyResults]] = []
@@ -108,14 +106,14 @@ def merge_summaries(out: Path, comparisons: Sequence["Comparison"], dataset: str
     write_table(out, comparisons, everything, dataset, preset, budget)
 
 
-def _settings_line(budget: "Budget", n: int | None) -> str:
+def _settings_line(budget: Budget, n: int | None) -> str:
     examples = f"the same {n} test examples" if n else "the same test examples"
     return (f"ACR and certified accuracy (%) at each L2 radius; CERTIFY with N0={budget.n0}, N={budget.n}, "
             f"alpha={budget.alpha} on {examples} for every method")
 
 
-def write_sigma_summary(comparison: "Comparison", certified: dict[str, CertifyResults], dataset: str, preset: str,
-                        budget: "Budget", attack_eps: Sequence[float]) -> None:
+def write_sigma_summary(comparison: Comparison, certified: dict[str, CertifyResults], dataset: str, preset: str,
+                        budget: Budget, attack_eps: Sequence[float]) -> None:
     """``summary.md``, ``summary.csv``, ``summary.json`` and the plot of one noise level."""
     from catrs_plugin.results.plots import plot_certified_accuracy
 
@@ -143,8 +141,8 @@ def write_sigma_summary(comparison: "Comparison", certified: dict[str, CertifyRe
         plot_certified_accuracy(certified, directory / "certified_accuracy.png", title=f"{dataset}, sigma = {sigma}")
 
 
-def write_table(out: Path, comparisons: Sequence["Comparison"], everything: Sequence[tuple[dict, CertifyResults]],
-                dataset: str, preset: str, budget: "Budget") -> None:
+def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequence[tuple[dict, CertifyResults]],
+                dataset: str, preset: str, budget: Budget) -> None:
     """``summary.md`` and ``summary.csv`` of every noise level: one row per sigma and method, shared radii."""
     radii = _radii([results for _, results in everything])
     rows_in = []

@@ -1,4 +1,5 @@
-"""Training objectives, each a small function of (model, batch, hyper-parameters) -> loss."""
+"""Training objectives, each a small function of (model, batch, hyper-parameters) -> loss.
+Imports :mod:`catrs_plugin.certify` and the layers below it, never the training loop, plugins or compare."""
 
 from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
 from catrs_plugin.methods.catrs import CATRS, catrs_loss, worst_case_noise

@@ -18,7 +18,7 @@ from catrs_plugin.certify.smoothing import evaluating
 #: Training length of the paper's CIFAR-10 recipe, in epochs.
 PAPER_EPOCHS = 150
 
-#: Training length of ``catrs compare --preset quick``, in epochs (see :mod:`catrs_plugin.compare.run`).
+#: Training length of ``catrs compare --preset quick``, in epochs (see :mod:`catrs_plugin.compare.plan`).
 QUICK_EPOCHS = 40
 
 

@@ -3,8 +3,7 @@ reference code's CIFAR ResNets and LeNet (:mod:`catrs_plugin.backbones`)."""
 
 from __future__ import annotations
 
-from catrs_plugin.backbones import BACKBONE_SPECS
-from catrs_plugin.backbones.normalize import digits_cnn
+from catrs_plugin.backbones import BACKBONES, cifar_resnet, digits_cnn
 from catrs_plugin.methods import CATRS, GAUSSIAN, Method
 from catrs_plugin.methods.consistency import CONSISTENCY
 from catrs_plugin.methods.macer import MACER
@@ -24,5 +23,8 @@ def catrs_register_methods() -> list[Method]:
 def catrs_register_models() -> list[ModelSpec]:
     return [
         ModelSpec("digits_cnn", digits_cnn, "two-layer CNN for 8x8 grey images (scikit-learn digits)"),
-        *BACKBONE_SPECS,
+        *(ModelSpec(factory.__name__, factory, (factory.__doc__ or "").strip()) for factory in BACKBONES),
+        # The reference code's name for ResNet-110 trained on CIFAR-100 (the dataset supplies the 100 classes).
+        ModelSpec("cifar100_resnet110", cifar_resnet.cifar_resnet110,
+                  "CIFAR ResNet-110, the reference code's name for CIFAR-100"),
     ]

@@ -1,7 +1,7 @@
 """The fast training step: compiled model, CUDA graphs, bf16, ``channels_last``, fused SGD.
 
 :func:`catrs_plugin.train.loop.train` takes every option from its
-:class:`~catrs_plugin.train.loop.TrainConfig`; :func:`fast_config` turns them all on:
+:class:`~catrs_plugin.train.loop.TrainConfig`; :func:`~catrs_plugin.train.loop.fast_config` turns them all on:
 
 * ``amp="bf16"``: the loss under bfloat16 autocast (weights, gradients and the optimizer
   stay in fp32);
@@ -23,27 +23,14 @@ keeps 8 bits of mantissa; compiled and fused kernels sum in other orders), and
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from catrs_plugin.train.loop import TrainConfig
 
 #: ``TrainConfig.compile`` values: ``torch.compile`` modes.
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 #: Modes that record CUDA graphs (on CUDA), which need a mark at the start of every step.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
-
-
-def fast_config(config: "TrainConfig", device: torch.device | str) -> "TrainConfig":
-    """``config`` with every fast option on for ``device`` (see the module docstring)."""
-    cuda = torch.device(device).type == "cuda"
-    return replace(config, amp="bf16", channels_last=True, fused=cuda or None,
-                   compile="reduce-overhead" if cuda else "default")
 
 
 def compiled_for_training(net: nn.Module, mode: str | None) -> nn.Module:

@@ -16,7 +16,7 @@ is written.
 Throughput options (:class:`TrainConfig`): mixed precision (``amp``: bf16 autocast, or fp16
 autocast with a gradient scaler), the ``channels_last`` memory format, the fused SGD kernel
 on CUDA, and ``torch.compile`` of the model (CUDA graphs in ``"reduce-overhead"`` mode);
-:func:`catrs_plugin.train.fast_step.fast_config` turns them all on. When ``torch.distributed``
+:func:`catrs_plugin.train.loop.fast_config` turns them all on. When ``torch.distributed``
 is initialised (e.g. under ``torchrun``), the model is wrapped in ``DistributedDataParallel``
 and every loader batch is split evenly across the ranks (see :mod:`catrs_plugin.certify.distributed`).
 """
@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -139,6 +139,13 @@ class TrainConfig:
         """The rate of epoch ``epoch`` (0-based)."""
         return learning_rate(epoch, self.lr, step_size=self.lr_step_size, gamma=self.gamma, lr_drop=self.lr_drop,
                              milestones=self.lr_milestones)
+
+
+def fast_config(config: TrainConfig, device: torch.device | str) -> TrainConfig:
+    """``config`` with every fast option on for ``device`` (see :mod:`catrs_plugin.train.fast_step`)."""
+    cuda = torch.device(device).type == "cuda"
+    return replace(config, amp="bf16", channels_last=True, fused=cuda or None,
+                   compile="reduce-overhead" if cuda else "default")
 
 
 class TrainingDiverged(ValueError):
