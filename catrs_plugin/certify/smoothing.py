@@ -37,6 +37,7 @@ from catrs_plugin.certify.fast_inference import CompiledForward, Recipe, fast_re
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound, top_two_pvalue
 from catrs_plugin.utils.validation import (
     check_alpha,
+    check_autocast_dtype,
     check_inputs,
     check_positive_int,
     check_sigma,
@@ -172,8 +173,7 @@ class Smooth:
         self.batch_size: int | str = batch_size
         self.seed = int(seed)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
-        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
+        check_autocast_dtype(autocast_dtype)
         if fast and compile_mode is not None:
             raise ValueError(f"pass either fast=True or compile_mode, not both (got compile_mode={compile_mode!r})")
         self.fast = bool(fast)

@@ -157,6 +157,13 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
     return value
 
 
+def check_autocast_dtype(dtype: torch.dtype | None, name: str = "autocast_dtype") -> torch.dtype | None:
+    """Return ``dtype`` if it is ``None`` (full precision), ``torch.bfloat16`` or ``torch.float16``."""
+    if dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"{name} must be None, torch.bfloat16 or torch.float16, got {dtype!r}")
+    return dtype
+
+
 def check_output_file(path: str | os.PathLike, name: str) -> Path:
     """Return ``path`` if a file can be written there; checked before any work, writing nothing.
 

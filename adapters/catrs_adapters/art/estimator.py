@@ -41,7 +41,14 @@ from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
 from catrs_plugin.certify.smoothing import PREDICTION, Smooth, derive_seed
 from catrs_plugin.methods.base import Method
 from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.utils.validation import check_alpha, check_choice, check_labels, check_positive_int, check_sigma
+from catrs_plugin.utils.validation import (
+    check_alpha,
+    check_autocast_dtype,
+    check_choice,
+    check_labels,
+    check_positive_int,
+    check_sigma,
+)
 
 
 class PyTorchCATRS(PyTorchRandomizedSmoothing):
@@ -76,7 +83,11 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
     >>> prediction, radius = smoothed.certify(x_test, n=100_000)  # doctest: +SKIP
     """
 
-    estimator_params = PyTorchRandomizedSmoothing.estimator_params + ["method", "preset", "hyperparameters", "seed"]
+    #: ART's parameters and ours: every constructor argument, so that ``get_params``, ``set_params``
+    #: and ``clone_for_refitting`` carry each of them (tested for each).
+    estimator_params = PyTorchRandomizedSmoothing.estimator_params + [
+        "method", "preset", "hyperparameters", "seed", "autocast_dtype", "fast",
+    ]
 
     def __init__(
         self,
@@ -102,24 +113,41 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         autocast_dtype: torch.dtype | None = None,
         fast: bool = False,
     ) -> None:
-        check_positive_int(sample_size, "sample_size")
-        check_sigma(scale, "scale")
-        check_alpha(alpha)
-        check_positive_int(nb_classes, "nb_classes", minimum=2)
         self.method = method
         self.preset = preset
-        self.hyperparameters = dict(hyperparameters or {})
-        self.seed = int(seed)
+        self.hyperparameters = hyperparameters
+        self.seed = seed
         self.autocast_dtype = autocast_dtype
-        self.fast = bool(fast)
+        self.fast = fast
+        self._check_smoothing_params(sample_size, scale, alpha, nb_classes)
         self._fit_calls = 0
-        self._resolve_method(scale)
         super().__init__(
             model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
             channels_first=channels_first, clip_values=clip_values, preprocessing_defences=preprocessing_defences,
             postprocessing_defences=postprocessing_defences, preprocessing=preprocessing, device_type=device_type,
             sample_size=sample_size, scale=scale, alpha=alpha,
         )
+
+    def set_params(self, **kwargs: Any) -> None:
+        """ART's ``set_params`` for ART's parameters and ours (:attr:`estimator_params`), checked as in the constructor."""
+        super().set_params(**kwargs)
+        self._check_smoothing_params(self.sample_size, self.scale, self.alpha, self.nb_classes)
+
+    def _check_smoothing_params(self, sample_size: int, scale: float, alpha: float, nb_classes: int) -> None:
+        """The constructor's checks (also after ``set_params``); stores ``seed`` and ``hyperparameters`` normalised."""
+        check_positive_int(sample_size, "sample_size")
+        check_sigma(scale, "scale")
+        check_alpha(alpha)
+        check_positive_int(nb_classes, "nb_classes", minimum=2)
+        self.seed = check_positive_int(self.seed, "seed", minimum=0)
+        if not isinstance(self.fast, (bool, np.bool_)):
+            raise ValueError(f"fast must be True or False, got {self.fast!r}")
+        self.fast = bool(self.fast)
+        check_autocast_dtype(self.autocast_dtype)
+        if not isinstance(self.hyperparameters, (Mapping, type(None))):
+            raise ValueError(f"hyperparameters must be a mapping of names to values, got {self.hyperparameters!r}")
+        self.hyperparameters = dict(self.hyperparameters or {})
+        self._resolve_method(scale)
 
     def _resolve_method(self, sigma: float) -> tuple[Method, dict[str, Any]]:
         """The training method and its hyper-parameters at ``sigma`` (unknown names raise ValueError)."""
@@ -263,7 +291,8 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         Returns
         -------
         numpy.ndarray
-            ``(n, nb_classes)`` one-hot rows (float32), or logits.
+            ``(n, nb_classes)`` one-hot rows (float64, as ART's), or float32 logits (as ART's
+            ``PyTorchClassifier.predict``).
         """
         if logits or attack_in_progress(self) is not None:
             return self.soft_logits(x, batch_size)  # which checks x
@@ -273,7 +302,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             classes = smooth.predict(inputs, self.sample_size, self.alpha, indices)
         else:
             classes = smooth.sample_counts(inputs, {PREDICTION: self.sample_size}, indices)[:, 0].argmax(axis=1)
-        rows = np.zeros((len(classes), self.nb_classes), dtype=np.float32)
+        rows = np.zeros((len(classes), self.nb_classes))  # float64, as ART's
         chosen = classes >= 0
         rows[np.flatnonzero(chosen), classes[chosen]] = 1.0
         return rows
@@ -394,10 +423,13 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             loss = F.nll_loss(self.soft()(inputs), labels, reduction=reduction)
         return self._like(x, loss)
 
-    def get_activations(self, *args: Any, **kwargs: Any) -> Any:
+    def get_activations(  # type: ignore[override]
+        self, x: np.ndarray | torch.Tensor, layer: int | str | None = None, batch_size: int = 128,
+        framework: bool = False,
+    ) -> np.ndarray | torch.Tensor:
         """ART's activations of the base network (refused inside ART's attacks, which would bypass the noise)."""
         attack_in_progress(self)
-        return super().get_activations(*args, **kwargs)
+        return super().get_activations(x, layer, batch_size, framework)
 
     def _predict_framework(self, *args: Any, **kwargs: Any) -> Any:
         attack_in_progress(self)
