@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import site
 import subprocess
 import sys
@@ -107,3 +108,44 @@ def test_the_finder_leaves_other_modules_alone_and_defers_to_the_other_finders()
     spec = finder.find_spec("timm", None)
     assert type(spec.loader).__name__ == "_Loader"
     assert spec.origin == importlib.util.find_spec("timm").origin
+
+
+
+#: Start-up as Python runs it, emulated without site processing (-S, so that no installed ``.pth`` file
+#: runs): ``os`` imported first, as site.py imports it, then the line of our ``.pth`` file or the entry
+#: point of our ``.start`` file, then what a user tries.
+START_UP = """
+import json, os, pkgutil, sys
+sys.path[:] = {paths!r}
+kind, text = {kind!r}, {text!r}
+exec(text) if kind == "pth" else pkgutil.resolve_name(text)()
+out = {{"hook": any(getattr(f, "_catrs_adapters_hook", False) for f in sys.meta_path)}}
+import timm
+out["timm"] = timm.is_model("cifar_resnet110")
+try:
+    from art.defences.trainer import CATRSTrainer
+    out["art"] = True
+except ImportError:
+    out["art"] = False
+from catrs_plugin import CATRSTrainer, get_registry  # the documented path, which never depends on the hook
+out["catrs_plugin"] = CATRSTrainer.__module__
+get_registry()
+out["timm_after_registry"] = timm.is_model("cifar_resnet110")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind", ["pth", "start"])
+@pytest.mark.parametrize("opted_out", [False, True])
+def test_catrs_no_startup_hook_turns_the_hook_off_and_from_catrs_plugin_still_works(kind, opted_out):
+    text = (Path(PACKAGE_PARENT) / f"catrs_adapters.{kind}").read_text().strip()
+    paths = [path for path in sys.path if path]
+    env = {key: value for key, value in os.environ.items() if key != hook.STARTUP_OPT_OUT}
+    if opted_out:
+        env[hook.STARTUP_OPT_OUT] = "1"
+    done = subprocess.run([sys.executable, "-S", "-c", START_UP.format(paths=paths, kind=kind, text=text)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "hook": not opted_out, "timm": not opted_out, "art": not opted_out,
+        "catrs_plugin": "catrs_adapters.art.trainer", "timm_after_registry": True}

@@ -9,9 +9,9 @@ Nothing else happens until Python imports one of the modules below; then the fin
 module's own loader run it unchanged and afterwards
 
 * gives ``art.defences.trainer`` and ``art.estimators.certification.randomized_smoothing`` a
-  module-level ``__getattr__`` (PEP 562) that imports our class on first access, so that
-  ``from art.defences.trainer import CATRSTrainer`` and
-  ``from art.estimators.certification.randomized_smoothing import PyTorchCATRS`` work;
+  module-level ``__getattr__`` and ``__dir__`` (PEP 562) and an ``__all__``, so that
+  ``from art.defences.trainer import CATRSTrainer`` imports our class on first access, and
+  ``dir()`` and ``from art.defences.trainer import *`` list it beside ART's own names;
 * imports :mod:`catrs_adapters.timm_models` right after ``timm``, which registers our backbones
   in timm's model registry (without importing their code), so that
   ``timm.create_model("cifar_resnet110", num_classes=10)`` works.
@@ -19,6 +19,14 @@ module's own loader run it unchanged and afterwards
 Every other name and module behaves as before. The finder and loader are duck-typed:
 ``importlib.abc`` would pull in ``pathlib``, ``tempfile`` and ``shutil`` and cost every Python
 process about 40 ms.
+
+The price: code of ours runs in every Python process of the environment, also in those that
+never use ART or timm, and its finder sees every import (pytest-cov 7 dropped its own ``.pth``
+start-up code: it could not be switched off, and it interfered with coverage's own patching of
+subprocesses). With the environment variable ``CATRS_NO_STARTUP_HOOK`` set (non-empty),
+:func:`install` does nothing, at start-up or later: the ``art.`` names are then absent, and
+timm knows our models once :mod:`catrs_adapters.timm_models` is imported (loading the
+``catrs`` registry does).
 
 ``.pth`` files are read only in site directories, not in ``PYTHONPATH`` entries, so after
 ``pip install --target DIR`` with ``PYTHONPATH=DIR`` the hook is installed by the first
@@ -44,17 +52,26 @@ ART_EXPORTS = {
 #: Imported right after ``timm``; registers our backbones with :func:`timm.models.register_model`.
 TIMM_REGISTRATION = "catrs_adapters.timm_models"
 
+#: Set (non-empty) in the environment, it turns :func:`install` into a no-op.
+STARTUP_OPT_OUT = "CATRS_NO_STARTUP_HOOK"
+
 #: Attribute that marks our finder and our ``__getattr__`` functions (also those of a second copy
 #: of this module, e.g. from an editable and a regular install on the same path).
 _MARK = "_catrs_adapters_hook"
 
 
 def _add_art_exports(module: "ModuleType") -> None:
-    """Give an ART module a ``__getattr__`` that imports our classes on first access (once)."""
+    """Make our classes names of an ART module, as its own are, but imported on first access (once).
+
+    A module-level ``__getattr__`` imports them; ``__dir__`` lists them; ``__all__`` (which ART's
+    modules do not define, so that ``import *`` takes their public globals) becomes those
+    globals plus ours, so that ``from art.defences.trainer import *`` imports them too.
+    """
     fallback = module.__dict__.get("__getattr__")
     if getattr(fallback, _MARK, False):
         return
     names = ART_EXPORTS[module.__name__]
+    listed = module.__dict__.get("__dir__")
 
     def __getattr__(name: str) -> "Any":
         if name in names:
@@ -67,7 +84,15 @@ def _add_art_exports(module: "ModuleType") -> None:
             return fallback(name)
         raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
 
+    def __dir__() -> "list[str]":
+        return sorted({*(listed() if listed is not None else module.__dict__), *names})
+
     setattr(__getattr__, _MARK, True)
+    public = module.__dict__.get("__all__")
+    if public is None:
+        public = [name for name in module.__dict__ if not name.startswith("_")]
+    module.__all__ = [*public, *(name for name in names if name not in public)]
+    module.__dir__ = __dir__
     module.__getattr__ = __getattr__
 
 
@@ -132,10 +157,17 @@ setattr(Finder, _MARK, True)
 
 
 def install() -> None:
-    """Put the finder first on ``sys.meta_path`` (once per process) and treat modules already imported."""
+    """Put the finder first on ``sys.meta_path`` (once per process) and treat modules already imported.
+
+    Does nothing when the environment variable ``CATRS_NO_STARTUP_HOOK`` is set (non-empty).
+    """
+    os = sys.modules.get("os")  # site.py imports it before it reads .pth files; importing it here would not be free
+    if os is not None and os.environ.get(STARTUP_OPT_OUT):
+        return
     if not any(getattr(finder, _MARK, False) for finder in sys.meta_path):
         sys.meta_path.insert(0, Finder())
     for fullname, after in _AFTER_IMPORT.items():
         module = sys.modules.get(fullname)
         if module is not None:
             after(module)
+
