@@ -16,8 +16,17 @@ model (tag)                   input size   mean / std                       clas
 so ``timm.data.resolve_data_config({}, model=model)`` gives these, not ImageNet's 224 px, and
 ``timm.create_model("cifar_resnet110.cifar100")`` builds the 100-class network. The networks take
 normalised inputs; :meth:`catrs_plugin.plugins.registry.Registry.create_model` puts the normalisation
-in front of them for smoothing. No weights are hosted: ``pretrained=True`` is refused (load a
-checkpoint with :func:`catrs_plugin.load_checkpoint`).
+in front of them for smoothing. They have timm's model interface (``forward_features``,
+``forward_head``, ``reset_classifier``, ``num_classes=0``, ``global_pool``, ``drop_rate``,
+``features_only=True``; see :mod:`catrs_plugin.backbones.heads`).
+
+No weights are hosted: ``pretrained=True`` alone raises timm's own error for models without
+weights. timm's local-weights route loads a checkpoint written by ``catrs train`` or by the
+reference training scripts, or a bare state dict of the network
+(:func:`checkpoint_filter_fn` maps their keys)::
+
+    timm.create_model("cifar_resnet110", pretrained=True,
+                      pretrained_cfg_overlay=dict(file="checkpoint.pth.tar"))
 
 The start-up hook (:mod:`catrs_adapters.hook`) imports this module right after ``timm``, so
 the names work in any fresh interpreter. It is cheap: it imports only timm and our statistics;
@@ -31,8 +40,9 @@ reference code trained on ImageNet, so reference ResNet-50 checkpoints load into
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+import torch
 from timm.models import build_model_with_cfg, create_model, generate_default_cfgs, register_model
 from torch import nn
 
@@ -58,16 +68,31 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+#: ``features_only=True`` returns every stage of ``feature_info`` unless ``out_indices`` says otherwise.
+_OUT_INDICES = {"lenet": (0, 1)}
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Our and the reference code's checkpoints as the bare network's state dict (timm's ``pretrained_filter_fn``).
+
+    Both hold ``Sequential(NormalizeLayer, network)``, so every key of the network starts with
+    ``1.`` (timm has already taken the file's ``state_dict`` entry); the reference's
+    ``DataParallel`` segments and missing batch-norm counters are mapped as
+    :func:`catrs_plugin.load_checkpoint` maps them. A state dict of the bare network passes unchanged.
+    """
+    from catrs_plugin.train.checkpoint import reference_keys
+
+    if state_dict and all(key.startswith("1.") for key in state_dict):
+        state_dict = {key[2:]: value for key, value in state_dict.items()}
+    return reference_keys(state_dict, model.state_dict())
+
+
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    if pretrained:
-        raise ValueError(
-            f"{variant} has no pretrained weights in timm; create it with pretrained=False and load a checkpoint "
-            "with catrs_plugin.load_checkpoint"
-        )
     from catrs_plugin.backbones import BACKBONES
 
     factory = {backbone.__name__: backbone for backbone in BACKBONES}[variant]
-    return build_model_with_cfg(factory, variant, pretrained=False, **kwargs)
+    return build_model_with_cfg(factory, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(out_indices=_OUT_INDICES.get(variant, (0, 1, 2, 3))), **kwargs)
 
 
 @register_model

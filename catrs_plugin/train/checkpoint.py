@@ -104,11 +104,23 @@ def _reference_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     expected = model.state_dict()
     if set(state_dict) == set(expected):
         return state_dict
+    renamed = reference_keys(state_dict, expected)
+    return renamed if set(renamed) == set(expected) else state_dict
+
+
+def reference_keys(
+    state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state_dict`` with the reference code's key layout mapped to ``expected``'s (a model's state dict).
+
+    Drops the ``module.`` segments that ``DataParallel`` put into the keys and sets the batch-norm
+    ``num_batches_tracked`` counters that ``expected`` has and the file lacks (old checkpoints) to 0.
+    """
     renamed = {".".join(p for p in key.split(".") if p != "module"): value for key, value in state_dict.items()}
     for key in set(expected) - set(renamed):
         if key.endswith(".num_batches_tracked"):
             renamed[key] = torch.zeros_like(expected[key])
-    return renamed if set(renamed) == set(expected) else state_dict
+    return renamed
 
 
 def _preview(keys: list[str], limit: int = 5) -> str:
