@@ -1,8 +1,10 @@
 """Data-set readers on tiny files written in each data set's real on-disk format."""
 
 import gzip
+import inspect
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ from catrs_adapters.data import (
     CORRUPTIONS,
     load_cifar10,
     load_cifar10c,
+    load_cifar100c,
     load_imagenet,
+    load_imagenetc,
     load_mnist,
     read_cifar10,
     read_corruption,
@@ -81,10 +85,10 @@ def test_missing_files_name_the_path_and_the_source(tmp_path):
         load_imagenet(data_dir=tmp_path)
 
 
-def _write_cifar10c(root, per_severity, corruptions, rng):
-    folder = root / "CIFAR-10-C"
+def _write_cifar10c(root, per_severity, corruptions, rng, dataset="CIFAR-10-C", classes=10):
+    folder = root / dataset
     folder.mkdir(parents=True)
-    labels = np.tile(rng.integers(0, 10, per_severity), 5).astype(np.uint8)
+    labels = np.tile(rng.integers(0, classes, per_severity), 5).astype(np.uint8)
     np.save(folder / "labels.npy", labels)
     images = {c: rng.integers(0, 256, (5 * per_severity, 32, 32, 3), dtype=np.uint8) for c in corruptions}
     for corruption, array in images.items():
@@ -144,22 +148,33 @@ def test_cifar10c_rows_severities_and_robustbench_selection(tmp_path):
         read_corruption("rain", tmp_path)
 
 
-def test_cifar10c_agrees_with_robustbench(tmp_path):
-    from catrs_adapters.data.robustbench import import_robustbench_data
+def test_load_cifar100c_reads_cifar_100_c_as_robustbench_selects_it(tmp_path):
+    labels, images = _write_cifar10c(tmp_path, 4, ("fog", "snow"), np.random.default_rng(3), "CIFAR-100-C", 100)
+    _write_cifar10c(tmp_path, 4, ("fog", "snow"), np.random.default_rng(4))  # CIFAR-10-C beside it: not read
+    x, y = load_cifar100c(5, 2, tmp_path, False, ("fog", "snow"))
+    expected = np.concatenate([images["fog"][4:7], images["snow"][4:6]])  # severity 2, ceil(5 / 2) = 3 each
+    np.testing.assert_allclose(x.numpy(), expected.transpose(0, 3, 1, 2) / 255.0, rtol=0, atol=1e-7)
+    assert y.dtype == torch.uint8 and y.tolist() == [*labels[:3], *labels[:2]]
+    assert x.dtype == torch.float32 and x.shape == (5, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match=r"CIFAR-100-C/pixelate\.npy.*zenodo\.org/records/3555552"):
+        load_cifar100c(2, data_dir=tmp_path, corruptions=("pixelate",))
 
-    try:
-        robustbench_data = import_robustbench_data()
-    except ImportError as error:
-        pytest.skip(str(error))
+
+@pytest.mark.parametrize("name,dataset,classes", [("load_cifar10c", "CIFAR-10-C", 10),
+                                                  ("load_cifar100c", "CIFAR-100-C", 100)])
+def test_corrupted_cifar_agrees_with_robustbench(tmp_path, name, dataset, classes):
+    robustbench_data = _robustbench_or_skip()
     assert tuple(robustbench_data.CORRUPTIONS) == CORRUPTIONS
-    _write_cifar10c(tmp_path, 3, ("fog", "snow"), np.random.default_rng(1))
+    _write_cifar10c(tmp_path, 3, ("fog", "snow"), np.random.default_rng(1), dataset, classes)
+    import catrs_adapters.data as ours
+
     for shuffle in (False, True):
         np.random.seed(2)
-        theirs = robustbench_data.load_cifar10c(4, 1, str(tmp_path), shuffle, ("fog", "snow"))
+        theirs = getattr(robustbench_data, name)(4, 1, str(tmp_path), shuffle, ("fog", "snow"))
         np.random.seed(2)
-        ours = load_cifar10c(4, 1, tmp_path, shuffle, ("fog", "snow"))
-        for mine, their in zip(ours, theirs):
-            assert mine.dtype == their.dtype and torch.equal(mine, their)
+        mine = getattr(ours, name)(4, 1, tmp_path, shuffle, ("fog", "snow"))
+        for my_part, their_part in zip(mine, theirs):
+            assert my_part.dtype == their_part.dtype and torch.equal(my_part, their_part)
 
 
 def _robustbench_or_skip():
@@ -171,19 +186,40 @@ def _robustbench_or_skip():
         pytest.skip(str(error))
 
 
-@pytest.mark.parametrize("name", ["load_cifar10", "load_cifar100", "load_cifar10c", "load_imagenet"])
-def test_drop_ins_take_robustbenchs_arguments_and_defaults(name):
-    import inspect
+#: RobustBench 1.1.1's drop-in loaders (robustbench/data.py): parameter names and their plain defaults.
+ROBUSTBENCH_SIGNATURES = {
+    "load_cifar10": [("n_examples", None), ("data_dir", "./data"), ("transforms_test", "transform")],
+    "load_cifar100": [("n_examples", None), ("data_dir", "./data"), ("transforms_test", "transform")],
+    "load_cifar10c": [("n_examples", inspect.Parameter.empty), ("severity", 5), ("data_dir", "./data"),
+                      ("shuffle", False), ("corruptions", CORRUPTIONS), ("_", "transform")],
+    "load_cifar100c": [("n_examples", inspect.Parameter.empty), ("severity", 5), ("data_dir", "./data"),
+                       ("shuffle", False), ("corruptions", CORRUPTIONS), ("_", "transform")],
+    "load_imagenet": [("n_examples", 5000), ("data_dir", "./data"), ("transforms_test", "transform")],
+    "load_imagenetc": [("n_examples", 5000), ("severity", 5), ("data_dir", "./data"), ("shuffle", False),
+                       ("corruptions", CORRUPTIONS), ("prepr", "transform")],
+}
 
+
+@pytest.mark.parametrize("name", list(ROBUSTBENCH_SIGNATURES))
+def test_drop_ins_have_robustbench_1_1_1s_parameter_names_and_defaults(name):
+    import catrs_adapters.data as ours
+
+    parameters = inspect.signature(getattr(ours, name)).parameters
+    assert [parameter for parameter in parameters] == [entry[0] for entry in ROBUSTBENCH_SIGNATURES[name]]
+    for (_, default), parameter in zip(ROBUSTBENCH_SIGNATURES[name], parameters.values()):
+        assert callable(parameter.default) if default == "transform" else parameter.default == default
+
+
+@pytest.mark.parametrize("name", list(ROBUSTBENCH_SIGNATURES))
+def test_drop_ins_take_robustbenchs_arguments_and_defaults(name):
     import catrs_adapters.data as ours
 
     robustbench_data = _robustbench_or_skip()
     mine = inspect.signature(getattr(ours, name)).parameters
     theirs = inspect.signature(getattr(robustbench_data, name)).parameters
-    assert len(mine) == len(theirs)
+    assert list(mine) == list(theirs)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 260, 3), dtype=np.uint8))
-    for (my_name, my_parameter), (their_name, their_parameter) in zip(mine.items(), theirs.items()):
-        assert my_name == their_name or their_name == "_"  # RobustBench's load_cifar10c leaves its 6th unnamed
+    for my_parameter, their_parameter in zip(mine.values(), theirs.values()):
         default, their_default = my_parameter.default, their_parameter.default
         if their_default is not inspect.Parameter.empty and callable(their_default):  # a transform: same images
             torch.testing.assert_close(default(image), their_default(image), rtol=0, atol=0)
@@ -285,3 +321,61 @@ def test_imagenet_robustbench_5000_list_agrees_with_robustbench(tmp_path):
         load_imagenet(5001, data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="ILSVRC2012_val_"):
         get_registry().dataset("imagenet").load("test5000", data_dir=str(tmp_path), n_examples=3)
+
+
+def _write_imagenetc(root, names, rng, corruption="fog", severity=3, size=(24, 24)):
+    """ImageNet-C's layout: ImageNet-C/<corruption>/<severity>/<wnid>/<file> (small JPEGs: the format, not the size)."""
+    folder = root / "ImageNet-C" / corruption / str(severity)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path, format="JPEG")
+    return folder
+
+
+def test_load_imagenetc_reads_robustbenchs_images_of_one_corruption_and_severity(tmp_path, monkeypatch):
+    import catrs_adapters.data.robustbench as robustbench_adapter
+
+    listed = ["n02000000/ILSVRC2012_val_00000007.JPEG", "n01000000/ILSVRC2012_val_00000003.JPEG",
+              "n03000000/ILSVRC2012_val_00000001.JPEG", "n01000000/ILSVRC2012_val_00000002.JPEG"]
+    monkeypatch.setattr(robustbench_adapter, "imagenet_5000_list", lambda: listed)  # RobustBench's list, shortened
+    folder = _write_imagenetc(tmp_path, listed, np.random.default_rng(0))
+    _write_imagenetc(tmp_path, listed, np.random.default_rng(1), severity=5)  # another severity: not read
+    x, y = load_imagenetc(3, 3, tmp_path, False, ("fog",))
+    reference = datasets.ImageFolder(str(folder), transforms.ToTensor())  # the same class indices
+    by_path = {Path(path): index for index, (path, _) in enumerate(reference.samples)}
+    expected = [reference[by_path[folder / name]] for name in listed[:3]]  # RobustBench's order, not the folders'
+    assert x.dtype == torch.float32 and x.shape == (3, 3, 24, 24) and y.dtype == torch.int64
+    torch.testing.assert_close(x, torch.stack([image for image, _ in expected]), rtol=0, atol=0)
+    assert y.tolist() == [label for _, label in expected] == [1, 0, 2]
+    torch.manual_seed(7)
+    shuffled_x, shuffled_y = load_imagenetc(2, 3, tmp_path, True, ("fog",))
+    torch.manual_seed(7)  # RobustBench's DataLoader(batch_size=n_examples, shuffle=True) over its list
+    order = next(iter(torch.utils.data.DataLoader(range(4), batch_size=2, shuffle=True))).tolist()
+    torch.testing.assert_close(shuffled_x, torch.stack([reference[by_path[folder / listed[i]]][0] for i in order]))
+    assert shuffled_y.tolist() == [reference[by_path[folder / listed[i]]][1] for i in order]
+    grey = transforms.Compose([transforms.Grayscale(), transforms.ToTensor()])
+    assert load_imagenetc(1, 3, tmp_path, False, ("fog",), grey)[0].shape == (1, 1, 24, 24)  # prepr is applied
+    assert load_imagenetc(None, 3, tmp_path, corruptions=("fog",))[0].shape[0] == 4
+    for bad, message in (({"corruptions": ("fog", "snow")}, "corruptions must name exactly one corruption"),
+                         ({"severity": 6}, "severity must lie in 1..5"),
+                         ({"n_examples": 5001}, "n_examples must be an integer in 1..5000")):
+        with pytest.raises(ValueError, match=message):
+            load_imagenetc(**{"data_dir": tmp_path, "corruptions": ("fog",), **bad})
+    with pytest.raises(FileNotFoundError, match=r"ImageNet-C/snow/3'? does not exist.*zenodo\.org/records/2235448"):
+        load_imagenetc(2, 3, tmp_path, False, ("snow",))
+
+
+def test_load_imagenetc_agrees_with_robustbench(tmp_path):
+    robustbench_data = _robustbench_or_skip()
+    from catrs_adapters.data.robustbench import imagenet_5000_list
+
+    folder = _write_imagenetc(tmp_path, imagenet_5000_list(), np.random.default_rng(2), size=(8, 8))
+    assert len(list(folder.iterdir())) > 900  # class folders of RobustBench's 5,000 images
+    for shuffle in (False, True):
+        torch.manual_seed(3)
+        theirs = robustbench_data.load_imagenetc(3, 3, str(tmp_path), shuffle, ("fog",))
+        torch.manual_seed(3)
+        mine = load_imagenetc(3, 3, tmp_path, shuffle, ("fog",))
+        for my_part, their_part in zip(mine, theirs):
+            assert my_part.dtype == their_part.dtype and torch.equal(my_part, their_part)

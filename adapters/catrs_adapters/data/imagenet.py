@@ -58,8 +58,16 @@ def imagenet_samples(data_dir: str | os.PathLike | None = None, image_set: str =
     """``(path, label)`` of the chosen validation images, in loading order."""
     check_choice(image_set, IMAGE_SETS, "image_set")
     root = require_dir(data_root(data_dir) / "val", "ImageNet", IMAGENET_URL)
-    if image_set == "all":
-        return class_folder_samples(root)
+    return class_folder_samples(root) if image_set == "all" else robustbench_samples(root)
+
+
+def robustbench_samples(root: Path, dataset: str = "ImageNet", published: str = IMAGENET_URL) -> list[tuple[Path, int]]:
+    """``(path, label)`` of RobustBench's 5,000 images under ``root/<wnid>/``, in its order.
+
+    Labels are the indices of ``root``'s sorted class folders, as RobustBench's ``CustomImageFolder``
+    gives them. ``root`` is ``val/`` for ImageNet, ``ImageNet-C/<corruption>/<severity>/`` for
+    ImageNet-C; ``dataset`` and ``published`` go into the error for a missing class folder.
+    """
     _, class_to_idx = find_classes(str(root))
     from catrs_adapters.data.robustbench import imagenet_5000_list
 
@@ -68,8 +76,8 @@ def imagenet_samples(data_dir: str | os.PathLike | None = None, image_set: str =
         wnid = name.split("/")[0]
         if wnid not in class_to_idx:
             raise FileNotFoundError(
-                f"ImageNet: class folder {str(root / wnid)!r} of RobustBench's image {name!r} does not exist; "
-                f"the data set is published at {IMAGENET_URL}"
+                f"{dataset}: class folder {str(root / wnid)!r} of RobustBench's image {name!r} does not exist; "
+                f"the data set is published at {published}"
             )
         samples.append((root / name, class_to_idx[wnid]))
     return samples
@@ -111,9 +119,10 @@ class ImageFolderArray:
         return decode_image(path).numpy()
 
 
-def decode_image(path: Path, transform: Callable[[Image.Image], Any] = PREPROCESS) -> Any:
+def decode_image(path: Path, transform: Callable[[Image.Image], Any] = PREPROCESS, dataset: str = "ImageNet",
+                 published: str = IMAGENET_URL) -> Any:
     """One image file, converted to RGB (as ``ImageFolder`` and RobustBench load it) and passed to ``transform``."""
-    with Image.open(require_file(path, "ImageNet", IMAGENET_URL)) as image:
+    with Image.open(require_file(path, dataset, published)) as image:
         return transform(image.convert("RGB"))
 
 
