@@ -7,7 +7,8 @@ of every network normalises them. One module per family, each with a factory per
 :mod:`.digits` (``digits_cnn``). The reference networks' parameter names equal the reference
 implementation's, so its checkpoints load unchanged. The same factories are registered in timm's
 model registry by :mod:`catrs_adapters.timm_models` (the core does not import timm), and the
-ImageNet ResNet-50 comes from timm there.
+ImageNet ResNet-50 comes from timm there; the CIFAR ResNets and LeNet have timm's model
+interface (``forward_features``, ``forward_head``, ``reset_classifier`` ...), from :mod:`.heads`.
 """
 
 from __future__ import annotations
