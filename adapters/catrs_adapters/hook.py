@@ -170,4 +170,3 @@ def install() -> None:
         module = sys.modules.get(fullname)
         if module is not None:
             after(module)
-

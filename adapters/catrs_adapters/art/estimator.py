@@ -119,7 +119,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         self.seed = seed
         self.autocast_dtype = autocast_dtype
         self.fast = fast
-        self._check_smoothing_params(sample_size, scale, alpha, nb_classes)
+        self._check_arguments(sample_size, scale, alpha, nb_classes)
         self._fit_calls = 0
         super().__init__(
             model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
@@ -129,11 +129,11 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         )
 
     def set_params(self, **kwargs: Any) -> None:
-        """ART's ``set_params`` for ART's parameters and ours (:attr:`estimator_params`), checked as in the constructor."""
+        """ART's ``set_params`` for its parameters and ours (``estimator_params``), checked as in the constructor."""
         super().set_params(**kwargs)
-        self._check_smoothing_params(self.sample_size, self.scale, self.alpha, self.nb_classes)
+        self._check_arguments(self.sample_size, self.scale, self.alpha, self.nb_classes)
 
-    def _check_smoothing_params(self, sample_size: int, scale: float, alpha: float, nb_classes: int) -> None:
+    def _check_arguments(self, sample_size: int, scale: float, alpha: float, nb_classes: int) -> None:
         """The constructor's checks (also after ``set_params``); stores ``seed`` and ``hyperparameters`` normalised."""
         check_positive_int(sample_size, "sample_size")
         check_sigma(scale, "scale")

@@ -186,7 +186,7 @@ def load_imagenetc(
     if shuffle:  # the first batch of RobustBench's DataLoader(batch_size=n_examples, shuffle=True): same draws
         chosen = next(iter(torch.utils.data.DataLoader(range(len(samples)), batch_size=count, shuffle=True)))
         samples = [samples[int(i)] for i in chosen]
-    return _decoded(samples[:count], prepr, "ImageNet-C", IMAGENETC_URL)
+    return _decoded(samples[:count], prepr, dataset="ImageNet-C", published=IMAGENETC_URL)
 
 
 def _imagenet_count(n_examples: int | None) -> int:
@@ -200,9 +200,12 @@ def _imagenet_count(n_examples: int | None) -> int:
     return int(count)
 
 
-def _decoded(samples: list, transform: Callable, *where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decoded images through ``transform``, stacked, and their labels as int64 (as torch's default collate)."""
-    x = torch.stack([torch.as_tensor(decode_image(path, transform, *where)) for path, _ in samples])
+def _decoded(samples: list, transform: Callable, **where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded images through ``transform``, stacked, and their labels as int64 (as torch's default collate).
+
+    ``where`` (``dataset``, ``published``) names the data set in the error for a missing file.
+    """
+    x = torch.stack([torch.as_tensor(decode_image(path, transform, **where)) for path, _ in samples])
     return x, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
