@@ -314,9 +314,13 @@ class Smooth:
         ) as bar:
             batch_size = self.resolve_batch_size(tuple(inputs.shape[1:]))
             ones = torch.ones(batch_size, dtype=torch.long, device=self.device)
+            self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
             for offsets, batch in self._batches(inputs, keys, phases, batch_size):
                 counts.index_add_(0, offsets + self._classify(batch), ones[: len(batch)])
                 bar.update(len(batch))
+        if bool(self._nonfinite):
+            raise ValueError("base_classifier returned NaN or infinite logits on noisy inputs (are its weights finite? a "
+                             "diverged training run leaves NaN weights); they are not counted as votes for any class")
         return counts.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
 
     def resolve_batch_size(self, input_shape: tuple[int, ...]) -> int:
@@ -364,7 +368,9 @@ class Smooth:
             if static and (size := padded_size(len(piece), full)) > len(piece):
                 piece = torch.cat([piece, piece.new_zeros((size - len(piece), *piece.shape[1:]))])
             try:
-                top[start:stop] = self._logits(piece)[: stop - start].argmax(dim=1)
+                logits = self._logits(piece)[: stop - start]
+                self._check_finite(logits)
+                top[start:stop] = logits.argmax(dim=1)
                 start = stop
                 continue
             except torch.OutOfMemoryError:
@@ -389,6 +395,12 @@ class Smooth:
                 f"base_classifier returned shape {tuple(logits.shape)}, expected (batch, {self.num_classes}) logits"
             )
         return logits
+
+    def _check_finite(self, logits: torch.Tensor) -> None:
+        """Refuse NaN or infinite logits: their argmax is an arbitrary class (NaN counts for class 0), so
+        counting them as votes would certify a broken model. The check is queued on the device and
+        read once per call of :meth:`sample_counts` (no synchronisation per batch)."""
+        self._nonfinite |= ~torch.isfinite(logits).all()
 
     def _batches(
         self, inputs: torch.Tensor, keys: np.ndarray, phases: list[tuple[int, int]], batch_size: int

@@ -8,10 +8,12 @@ each to a function taking the parsed ``argparse.Namespace`` and returning an exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import pkgutil
 import sys
+import traceback
 from typing import NoReturn, Sequence
 
 from catrs_plugin.utils.provenance import DEFAULT_HINT, ProvenanceError
@@ -25,18 +27,23 @@ class Parser(argparse.ArgumentParser):
 
 from catrs_plugin import __version__
 
+DEBUG_HELP = "on an error, also print the traceback (for bug reports)"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``catrs`` parser with every sub-command found in this package."""
+    """The ``catrs`` parser with every sub-command found in this package (each also takes ``--debug``)."""
     parser = Parser(
         prog="catrs", description="CAT-RS training and randomized-smoothing certification"
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
         importlib.import_module(f"{__name__}.{info.name}").register(subparsers)
+    for subparser in subparsers.choices.values():
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 
@@ -64,23 +71,42 @@ def _show_progress_messages() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``catrs``; bad arguments, invalid values and unusable files exit with status 2 and a one-line
-    message naming the argument, before anything is written."""
+    message naming the argument, before anything is written.
+
+    Every argument is checked before the sub-command starts (:mod:`catrs_plugin.cli._checks`), and
+    a failure only the system can tell (no memory, a failing device, a full disk, a damaged file,
+    a missing optional package: :mod:`catrs_plugin.cli._failures`) ends the same way; ``--debug``
+    also prints the traceback. Anything else is a bug and ends with its traceback (status 1).
+    """
+    from catrs_plugin.cli._checks import check_arguments, option_names
+    from catrs_plugin.cli._failures import explain
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a one-line argument error (2)
         return int(stop.code or 0)
     _show_progress_messages()
+    options = option_names(parser._subparsers._group_actions[0].choices[args.command])
     try:
-        return int(args.func(args) or 0)
-    except ProvenanceError as error:
-        message = str(error)  # with the caller's hint, e.g. how to redo the shards of a distributed run
+        with contextlib.ExitStack() as held_outputs:  # outputs a sub-command locks until it ends (claim_output)
+            args.held_outputs = held_outputs
+            check_arguments(args, options)
+            return int(args.func(args) or 0)
+    except ProvenanceError as error:  # with the caller's hint, e.g. how to redo the shards of a distributed run
+        failure, message = error, str(error)
         if hasattr(args, "restart"):
             message = f"{error.problem}; pass --restart to start afresh, or choose another output path"
         elif error.hint == DEFAULT_HINT:  # the Python wording (resume=False) means nothing here
             message = f"{error.problem}; delete it to start afresh, or choose another output path"
-        print(f"catrs {args.command}: error: {message}", file=sys.stderr)
-    except (ValueError, OSError) as error:
-        print(f"catrs {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - known failures become one line, the others are re-raised
+        failure, message = error, explain(error, args, options)
+        if message is None and isinstance(error, (ValueError, OSError)):
+            message = str(error)
+        if message is None:
+            raise
+    if args.debug:
+        traceback.print_exception(failure)
+    print(f"catrs {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
     return 2
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from catrs_plugin.certify.distributed import rank_and_world
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.plugins.specs import DatasetSpec
+from catrs_plugin.utils import locking
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -21,17 +25,29 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 def resolve_device(name: str, option: str = "--device") -> torch.device:
     """The device named on the command line by ``option`` (``auto``: CUDA if available, else CPU).
 
+    ``cpu:0`` is the CPU; ``mps`` is accepted where torch has the MPS backend.
+
     Raises
     ------
     ValueError
-        If the name is not a device, or names a CUDA device this machine does not have.
+        If the name is not a device this package runs on (``meta`` and other kinds of device are
+        not), or names a CUDA or MPS device this machine does not have.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"{option} must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
+        raise ValueError(f"{option} must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    if device.type == "cpu":
+        return torch.device("cpu")  # torch.load cannot map to "cpu:0"
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{option} {name}: the MPS backend is not available on this machine; use --device cpu "
+                             "or auto")
+        return torch.device("mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"{option} {name}: CUDA is not available on this machine; use --device cpu or auto")
@@ -60,6 +76,24 @@ def batch_size_argument(text: str) -> int | str:
         return positive_int(text)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1 or auto, got {text!r}") from None
+
+
+def claim_output(args: argparse.Namespace, path: str | os.PathLike, name: str) -> Path:
+    """Lock the output ``path`` (a file or a folder) until the command ends, before any work.
+
+    A second command writing the same output is refused at once (:mod:`catrs_plugin.utils.locking`),
+    before it loads anything or, with ``--restart``, removes anything. Only rank 0 of a distributed
+    run locks (the other ranks write no shared output).
+
+    Raises
+    ------
+    catrs_plugin.utils.locking.OutputLocked
+        If another run holds the lock; the message names ``name`` and who holds it.
+    """
+    path = Path(path)
+    if rank_and_world()[0] == 0:
+        args.held_outputs.enter_context(locking.exclusive(path, name))
+    return path
 
 
 @contextlib.contextmanager

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from catrs_plugin.results.corruptions import format_corruption_table, summarize_corruptions
 from catrs_plugin.results.metrics import default_radii, summarize
-from catrs_plugin.results.report import format_table
+from catrs_plugin.results.report import format_table, to_json
 from catrs_plugin.results.tsv import read_certify_results
 
 DEFAULT_RADII = default_radii(2.0)
@@ -38,11 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if args.corruptions:
         return _run_corruptions(args)
     radii = args.radii if args.radii is not None else DEFAULT_RADII
-    if any(r < 0 for r in radii):
-        raise ValueError(f"--radii must be >= 0, got {radii}")
     summaries = [summarize(_read(path), radii) for path in args.files]
     if args.format == "json":
-        print(json.dumps(summaries, indent=2))
+        print(to_json(summaries))
     else:
         print(format_table(summaries, radii, markdown=args.format == "markdown"))
     return 0
@@ -61,7 +58,7 @@ def _read(path: str):
 def _run_corruptions(args: argparse.Namespace) -> int:
     summaries = [summarize_corruptions(directory) for directory in args.corruptions]
     if args.format == "json":
-        print(json.dumps(summaries, indent=2))
+        print(to_json(summaries))
     else:
         print(format_corruption_table(summaries, markdown=args.format == "markdown"))
     return 0

@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, runner=choose_runner(args, spec.train_dataset is not None),
         method_presets=parse_method_presets(args.method_preset, registry), certify_batch=args.certify_batch,
         attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet,
+        labels={FIELDS.get(option, option): f"--{option.replace('_', '-')}" for option in BUDGET_OPTIONS},
     )
     print()
     for comparison in comparisons:

@@ -14,21 +14,21 @@ soft labels and result rows.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from catrs_plugin.certify.files import certify_to_file
-from catrs_plugin.cli._common import add_device_argument, resolve_device
+from catrs_plugin.cli._common import add_device_argument, claim_output, resolve_device
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.results.metrics import default_radii, summarize
-from catrs_plugin.results.report import format_table
+from catrs_plugin.results.report import format_table, to_json
 from catrs_plugin.results.tsv import read_certify_results
 from catrs_plugin.train.checkpoint import load_checkpoint
 from catrs_plugin.train.data import training_data, training_soft_labels_to_file
 from catrs_plugin.train.loop import TrainConfig, train
 from catrs_plugin.train.soft_labels import read_soft_labels
+from catrs_plugin.utils.atomic import write_atomic
 from catrs_plugin.utils.validation import check_output_dir, check_sigma
 
 TEACHER_SIGMA = 0.25
@@ -74,7 +74,7 @@ def _train(name, method_name, sigma, soft, args, device, out: Path) -> torch.nn.
 def run(args: argparse.Namespace) -> int:
     sigma = check_sigma(args.sigma)
     device = resolve_device(args.device)
-    out = check_output_dir(args.output, "--output")
+    out = claim_output(args, check_output_dir(args.output, "--output"), "--output")
     out.mkdir(parents=True, exist_ok=True)
     spec = get_registry().dataset("digits")
     x_train, y_train = spec.load("train")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     plot_path = out / f"certified_accuracy_noise_{sigma}.png"
     plot_certified_accuracy(curves, plot_path)
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2))
+    write_atomic(out / "summary.json", to_json(summaries))
     print()
     print(format_table(summaries, radii, markdown=True, label_key="method"))
     print(f"\nACR and certified accuracy (%) at sigma={sigma}; results, checkpoints and {plot_path.name} in {out}/")

@@ -17,6 +17,7 @@ from catrs_plugin.certify.distributed import init_from_env
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
+    claim_output,
     for_argument,
     positive_int,
     resolve_device,
@@ -109,7 +110,14 @@ def run(args: argparse.Namespace) -> int:
     hyperparameters = method.hyperparameters(sigma, args.preset, **parse_overrides(args.hp, method))
     checkpoint = check_output_file(args.checkpoint, "--checkpoint")
     device = init_from_env(resolve_device(args.device))
+    claim_output(args, checkpoint, "--checkpoint")  # before --restart removes it, and before any work
     spec = registry.dataset(args.dataset)
+    given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
+    config = TrainConfig(**{**method.train_settings(args.preset), **given}, seed=args.seed,
+                         checkpoint=str(checkpoint), progress=not args.quiet, amp=args.amp,
+                         channels_last=args.channels_last)
+    config.validate()
+    method.check_batch(config.batch_size, hyperparameters, "--batch")
     soft, soft_name = None, "soft_labels"
     if args.soft_labels:
         path = args.soft_labels
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         soft_name = f"--soft-labels {str(path)!r}"
     elif args.teacher:
         with for_argument("--teacher"):
-            teacher = load_checkpoint(args.teacher, map_location=device)
+            teacher = load_checkpoint(args.teacher, map_location=device, dataset=spec.name)
         soft = training_soft_labels(teacher, spec, args.teacher_sigma, args.teacher_samples, args.seed, args.data_dir,
                                     workers=args.workers, progress=not args.quiet)
     elif method.needs_soft_labels:
@@ -128,11 +136,6 @@ def run(args: argparse.Namespace) -> int:
     arch = args.arch or spec.default_arch
     torch.manual_seed(args.seed)
     model = registry.create_model(arch, spec.name).to(device)
-    given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
-    config = TrainConfig(**{**method.train_settings(args.preset), **given}, seed=args.seed,
-                         checkpoint=str(checkpoint), progress=not args.quiet, amp=args.amp,
-                         channels_last=args.channels_last)
-    config.validate()
     data = training_data(spec, args.data_dir, soft_labels=soft, soft_labels_name=soft_name, batch_size=config.batch_size,
                          workers=args.workers)
     if args.restart:

@@ -12,7 +12,13 @@ from catrs_plugin.methods.base import Method
 from catrs_plugin.methods.smoothed import QUICK_EPOCHS
 from catrs_plugin.plugins.registry import Registry
 from catrs_plugin.train.data import DEFAULT_WORKERS
-from catrs_plugin.utils.validation import check_alpha, check_positive_int
+from catrs_plugin.utils.validation import (
+    FLOAT32_MAX,
+    check_alpha,
+    check_count_or_all,
+    check_non_negative,
+    check_positive_int,
+)
 
 #: Noise level of the Gaussian teacher whose smoothed predictions are CAT-RS's soft labels.
 TEACHER_SIGMA = 0.25
@@ -65,12 +71,17 @@ class Budget:
     train_examples: int = -1
     pinned: tuple[str, ...] = ()
 
-    def validate(self) -> "Budget":
-        """Raise ``ValueError`` naming the first setting out of range; return self."""
+    def validate(self, labels: Mapping[str, str] | None = None) -> "Budget":
+        """Raise ``ValueError`` naming the first setting out of range (as ``labels`` calls it, e.g. by its
+        command-line option; by its field name otherwise); return self."""
+        label = (labels or {}).get
         for name in ("epochs", "batch_size", "lr_step_size", "soft_samples", "n0", "n", "skip", "attack_steps",
                      "attack_samples"):
-            check_positive_int(getattr(self, name), name)
-        check_alpha(self.alpha)
+            check_positive_int(getattr(self, name), label(name, name))
+        check_non_negative(self.lr, label("lr", "lr"), maximum=FLOAT32_MAX)
+        check_alpha(self.alpha, label("alpha", "alpha"))
+        check_count_or_all(self.max_examples, label("max_examples", "max_examples"))
+        check_count_or_all(self.train_examples, label("train_examples", "train_examples"))
         unknown = sorted(set(self.pinned) - set(TRAIN_FIELDS))
         if unknown:
             raise ValueError(f"pinned names {unknown}, which are not training settings; valid: {TRAIN_FIELDS}")

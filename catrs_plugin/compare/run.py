@@ -55,15 +55,38 @@ from catrs_plugin.methods.base import Method
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.results.metrics import format_radius
 from catrs_plugin.results.tsv import predict_accuracy
-from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.checkpoint import epochs_done, read_checkpoint
 from catrs_plugin.train.data import DEFAULT_WORKERS, training_data, training_soft_labels_to_file
 from catrs_plugin.train.loop import TrainConfig, TrainingDiverged, train
+from catrs_plugin.utils import locking
 from catrs_plugin.utils.reading import load_npy
 from catrs_plugin.utils.validation import check_positive_int, check_sigma
 
 logger = logging.getLogger(__name__)
 
 
+class RunsFailed(RuntimeError):
+    """Some runs of a comparison failed on a parallel runner (the others finished; a rerun resumes).
+
+    Attributes
+    ----------
+    failures : dict
+        Job key (``"teacher"`` or ``(method, sigma)``) to the exception it raised.
+    """
+
+    def __init__(self, failures: Mapping[Any, BaseException]) -> None:
+        self.failures = dict(failures)
+        lines = "; ".join(f"{describe_job(key)}: {type(error).__name__}: {error}" for key, error in self.failures.items())
+        super().__init__(f"{len(self.failures)} run(s) failed ({lines}); the others finished. Rerun the same command "
+                         "to resume")
+
+
+def describe_job(key: Any) -> str:
+    """``"the teacher"`` or ``"catrs at sigma 0.25"`` for a job key of :func:`run_comparison`."""
+    return "the teacher" if key == "teacher" else f"{key[0]} at sigma {key[1]}"
+
+
+@locking.holding(lambda arguments: arguments["output"], "comparison folder")
 def run_comparison(
     dataset: str,
     methods: Sequence[Method],
@@ -84,6 +107,7 @@ def run_comparison(
     fast: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = logger.info,
+    labels: Mapping[str, str] | None = None,
 ) -> list[Comparison]:
     """Train, certify (and optionally attack) every method at every noise level; write the summaries.
 
@@ -134,6 +158,9 @@ def run_comparison(
         Receives one line per step (default: INFO messages of this module's logger, which
         ``catrs`` prints; from worker processes and cluster jobs they come through the
         runner's logging instead).
+    labels : mapping, optional
+        What messages call each :class:`Budget` field (``catrs compare`` passes its options, e.g.
+        ``{"batch_size": "--batch"}``); the field names otherwise.
 
     Returns
     -------
@@ -142,15 +169,21 @@ def run_comparison(
 
     Raises
     ------
-    RuntimeError
+    RunsFailed
         When runs failed on a parallel runner (the others finished; rerun to resume).
+    catrs_plugin.utils.locking.OutputLocked
+        When another comparison is writing ``output`` (the folder is locked while this runs).
+    ValueError
+        When a setting is out of range, or a method's loader batches would be too small for its
+        optimizer steps (:meth:`~catrs_plugin.methods.Method.check_batch`); checked before
+        anything is written.
     """
     if preset not in BUDGETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(BUDGETS))}")
     sigma_list = [check_sigma(s) for s in ([sigmas] if isinstance(sigmas, (int, float)) else sigmas)]
     if not sigma_list or len(set(sigma_list)) != len(sigma_list):
         raise ValueError(f"sigmas must name each noise level once, got {sigmas!r}")
-    budget = (budget or BUDGETS[preset]).validate()
+    budget = (budget or BUDGETS[preset]).validate(labels)
     registry = get_registry()
     spec = registry.dataset(dataset)
     arch = arch or spec.default_arch
@@ -162,14 +195,18 @@ def run_comparison(
     if certify_batch != "auto":
         check_positive_int(certify_batch, "certify_batch")
     presets = {method.name: (method_presets or {}).get(method.name, preset) for method in methods}
+    runs = {(method.name, sigma): plan_run(method, sigma, presets[method.name], budget)
+            for sigma in sigma_list for method in methods}
+    for (name, _), run in runs.items():  # before anything is written: a run that takes no step is no run
+        limit = "train_examples" if 0 < budget.train_examples < run.train["batch_size"] else "batch_size"
+        size = budget.train_examples if limit == "train_examples" else run.train["batch_size"]
+        registry.method(name).check_batch(size, run.hyperparameters, (labels or {}).get(limit, limit))
     out = Path(output)
     check_settings(out, {"dataset": dataset, "arch": arch, "preset": preset, "seed": seed,
                          "method_presets": dict(sorted((method_presets or {}).items())),
                          **{f"budget.{key}": value for key, value in asdict(budget).items()}})
     plan = Plan(dataset, arch, data_dir, str(out), preset, budget, seed, tuple(attack_eps), certify_batch, workers,
                 fast, progress)
-    runs = {(method.name, sigma): plan_run(method, sigma, presets[method.name], budget)
-            for sigma in sigma_list for method in methods}
     jobs: dict[Any, Job] = {}
     needs_teacher = any(method.needs_soft_labels for method in methods)
     if needs_teacher:
@@ -189,9 +226,7 @@ def run_comparison(
     finally:
         runner.close()
     if failures:
-        lines = "; ".join(f"{key}: {type(error).__name__}: {error}" for key, error in failures.items())
-        raise RuntimeError(f"{len(failures)} run(s) failed ({lines}); the others finished. Rerun the same command to "
-                           "resume") from next(iter(failures.values()))
+        raise RunsFailed(failures) from next(iter(failures.values()))
     computed = bool(results.get("teacher", False))
     comparisons = []
     for sigma in sigma_list:
@@ -219,7 +254,7 @@ def train_run(
     registry = get_registry()
     spec, method = registry.dataset(plan.dataset), registry.method(run.method)
     checkpoint = run.checkpoint(plan.output)
-    before = int(read_checkpoint(checkpoint)["epoch"]) if checkpoint.exists() else 0
+    before = epochs_done(read_checkpoint(checkpoint), checkpoint) if checkpoint.exists() else 0
     torch.manual_seed(plan.seed)
     model = registry.create_model(plan.arch, spec.name).to(device)
     config = TrainConfig(**run.train, seed=plan.seed, checkpoint=str(checkpoint), progress=plan.progress)

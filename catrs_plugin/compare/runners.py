@@ -22,6 +22,7 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -157,18 +158,39 @@ class SubmititRunner:
         """Jobs outlive the runner; nothing to release."""
 
 
+def check_slurm(option: str = "--slurm") -> None:
+    """Check that jobs can be submitted to Slurm here: ``submitit`` is installed and ``srun`` and
+    ``sbatch`` are on the ``PATH``.
+
+    Raises
+    ------
+    ImportError
+        Without submitit (``pip install catrs-plugin[slurm]``).
+    ValueError
+        Without the Slurm commands (not a Slurm cluster), naming ``option``.
+    """
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise ImportError(f"{option} needs submitit: pip install 'catrs-plugin[slurm]' (or pip install submitit)",
+                          name="submitit") from None
+    missing = [command for command in ("srun", "sbatch") if shutil.which(command) is None]
+    if missing:
+        raise ValueError(f"{option}: {' and '.join(missing)} not found on the PATH, so this is no Slurm cluster (or "
+                         "Slurm's commands are not set up here); run without --slurm, or on a Slurm login node")
+
+
 def slurm_executor(folder: str | os.PathLike, *, partition: str | None = None, time_min: int = 24 * 60,
                    gpus: int = 1, cpus: int = 8, extra: Mapping[str, Any] | None = None) -> Any:
     """A ``submitit.AutoExecutor`` for Slurm: one GPU job per run, logs under ``folder``.
 
-    Needs the optional dependency ``submitit`` (``pip install catrs-plugin[slurm]``).
-    ``extra`` holds further ``update_parameters`` arguments (e.g. ``slurm_account``).
+    Needs the optional dependency ``submitit`` (``pip install catrs-plugin[slurm]``) and a Slurm
+    cluster (:func:`check_slurm`). ``extra`` holds further ``update_parameters`` arguments (e.g.
+    ``slurm_account``).
     """
-    try:
-        import submitit
-    except ImportError:
-        raise ImportError("--slurm needs submitit: pip install 'catrs-plugin[slurm]' (or pip install submitit)") \
-            from None
+    check_slurm()
+    import submitit
+
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     parameters: dict[str, Any] = {"timeout_min": time_min, "gpus_per_node": gpus, "cpus_per_task": cpus,
                                   **dict(extra or {})}
@@ -228,4 +250,5 @@ def run_jobs(runner: Any, jobs: Mapping[Hashable, Job], poll: float = POLL_SECON
     return results, failures
 
 
-__all__ = ["DEFAULT_RUNS_PER_GPU", "DevicePool", "InProcess", "Job", "SubmititRunner", "run_jobs", "slurm_executor"]
+__all__ = ["DEFAULT_RUNS_PER_GPU", "DevicePool", "InProcess", "Job", "SubmititRunner", "check_slurm", "run_jobs",
+           "slurm_executor"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from catrs_plugin.compare.plan import Budget, Comparison
 from catrs_plugin.results.metrics import default_radii, format_radius, summarize
-from catrs_plugin.results.report import render_table
+from catrs_plugin.results.report import render_table, to_json
 from catrs_plugin.results.tsv import CertifyResults, read_certify_results
 from catrs_plugin.utils import provenance
 from catrs_plugin.utils.atomic import write_atomic
@@ -133,10 +133,10 @@ def write_sigma_summary(comparison: Comparison, certified: dict[str, CertifyResu
     header, rows = summary_table(summaries, comparison.radii, attack_eps, percent=False)
     write_atomic(directory / "summary.csv", _csv(header + ["collapsed"],
                                                  [row + [s.get("collapsed") or ""] for row, s in zip(rows, summaries)]))
-    write_atomic(directory / "summary.json", json.dumps({
+    write_atomic(directory / "summary.json", to_json({
         "dataset": dataset, "sigma": sigma, "preset": preset, "budget": asdict(budget),
         "radii": comparison.radii, "attack_eps": list(attack_eps), "methods": summaries,
-    }, indent=2))
+    }))
     if certified:
         plot_certified_accuracy(certified, directory / "certified_accuracy.png", title=f"{dataset}, sigma = {sigma}")
 

@@ -207,6 +207,26 @@ class Method:
         """The :class:`~catrs_plugin.train.loop.TrainConfig` fields preset ``preset`` sets (empty if none)."""
         return dict(self.training.get(preset, {})) if preset is not None else {}
 
+    def check_batch(self, batch_size: int, hyperparameters: Mapping[str, Any], label: str = "batch_size") -> None:
+        """Refuse a loader batch of fewer examples than the method's :attr:`chunks` optimizer steps.
+
+        The reference code splits every loader batch into ``chunks`` steps (``num_noise_vec``
+        for CAT-RS); with fewer examples than steps no step would be taken and training would
+        end with the initial weights, as if it had succeeded.
+
+        Raises
+        ------
+        ValueError
+            Naming ``label`` (e.g. ``--batch``), the method's chunk count and what to change.
+        """
+        chunks = int(hyperparameters[self.chunks]) if self.chunks else 1
+        if int(batch_size) < chunks:
+            raise ValueError(
+                f"{label} {batch_size} is smaller than {self.chunks}={chunks}: method {self.name!r} splits every "
+                f"loader batch into {chunks} optimizer steps, so not one step would be taken; give batches of at "
+                f"least {chunks} examples or a smaller {self.chunks}"
+            )
+
     def compute_loss(self, model: nn.Module, batch: TrainBatch, hyperparameters: Mapping[str, Any]) -> torch.Tensor:
         """Call the loss, checking that soft labels are there when the method needs them."""
         if self.needs_soft_labels and batch.soft_labels is None:

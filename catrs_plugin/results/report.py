@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+import math
+from typing import Any, Sequence
 
 from catrs_plugin.results.metrics import format_radius
 
@@ -55,3 +57,23 @@ def render_table(
                   for i, (cell, width) in enumerate(zip(row, widths)))
         for row in [header, *rows]
     )
+
+
+def to_json(value: Any) -> str:
+    """``value`` as indented JSON, with every NaN or infinite number written as ``null``.
+
+    ``json.dumps`` writes them as ``NaN`` and ``Infinity``, which are not JSON: other tools
+    refuse the whole file. A summary holds them where a number does not exist (e.g. the seconds
+    per epoch of a run that trained no epoch now).
+    """
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(entry) for key, entry in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [finite(entry) for entry in item]
+        return item
+
+    return json.dumps(finite(value), indent=2, allow_nan=False)

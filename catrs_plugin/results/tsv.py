@@ -11,16 +11,18 @@ Cohen et al.'s scripts, so other tools read it unchanged.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Iterable, Mapping
 
 import numpy as np
 
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.reading import read_text
+from catrs_plugin.utils.validation import check_output_file
 
 CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
 PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
@@ -118,8 +120,9 @@ def read_table(
     Raises
     ------
     ValueError
-        If the file is not UTF-8 text, lacks one of ``headers`` as its first line, or holds a
-        malformed row; the message names the file (and line).
+        If the file is not UTF-8 text, lacks one of ``headers`` as its first line, holds a
+        malformed or impossible row (:func:`check_row`), or two rows of one example; the
+        message names the file (and line).
     """
     path = Path(path)
     text = read_text(path, "result file")
@@ -134,6 +137,7 @@ def read_table(
                          f"this file {found}")
     types = _COLUMN_TYPES[header]
     rows, values = [], []
+    first_line: dict[int, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -142,11 +146,48 @@ def read_table(
             raise ValueError(f"{path}:{number}: expected {len(types)} tab-separated fields "
                              f"({' '.join(header)}), got {len(fields)}: {line[:80]!r}")
         try:
-            values.append(tuple(parse(field) for parse, field in zip(types, fields)))
+            row = dict(zip(header, (parse(field) for parse, field in zip(types, fields))))
+            check_row(row)
         except ValueError as error:
             raise ValueError(f"{path}:{number}: {error}") from None
+        if row["idx"] in first_line:
+            raise ValueError(f"{path}:{number}: example {row['idx']} already has a row (line "
+                             f"{first_line[row['idx']]}); a result file holds one row per example (did two runs "
+                             "write into it at once?)")
+        first_line[row["idx"]] = number
+        values.append(tuple(row.values()))
         rows.append(line)
     return ResultTable(header, rows, values, len(text.encode()))
+
+
+def check_row(row: Mapping[str, Any]) -> None:
+    """Refuse a parsed row whose values cannot come from CERTIFY or PREDICT, by column name (any kind of file).
+
+    ``idx`` and ``label`` are >= 0, ``predict`` a class or -1 (abstain), ``radius`` finite and >= 0
+    (0 on abstain), ``correct`` 1 exactly when ``predict == label`` and 0 otherwise, ``time`` >= 0.
+    Columns of other names are not checked here.
+
+    Raises
+    ------
+    ValueError
+        Naming the column and the value.
+    """
+    for name in ("idx", "label", "time"):
+        if name in row and not row[name] >= 0:
+            raise ValueError(f"{name} must be >= 0, got {row[name]}")
+    if "predict" in row and row["predict"] < -1:
+        raise ValueError(f"predict must be a class index or -1 (abstain), got {row['predict']}")
+    if "radius" in row:
+        radius = row["radius"]
+        if not (math.isfinite(radius) and radius >= 0):
+            raise ValueError(f"radius must be a finite number >= 0, got {radius}")
+        if row.get("predict") == -1 and radius != 0:
+            raise ValueError(f"an abstention (predict -1) has radius 0, got {radius}")
+    if "correct" in row and {"predict", "label"} <= set(row):
+        expected = int(row["predict"] == row["label"])
+        if row["correct"] != expected:
+            raise ValueError(f"correct must be {expected} for predict {row['predict']} and label {row['label']} "
+                             f"(1 exactly when they are equal), got {row['correct']}")
 
 
 def read_certify_results(path: str | os.PathLike) -> CertifyResults:
@@ -211,13 +252,21 @@ class ResultWriter:
     done : set of int
         Indices whose rows the file already holds.
 
+    The writer holds the file's lock (:mod:`catrs_plugin.utils.locking`) from its creation to
+    :meth:`close`, so that a second writer of the same file is refused before it reads or
+    changes anything. A new file (or the file that ``resume=False`` replaces) is only created
+    with the first row: a run that fails before leaves the path as it was.
+
     Raises
     ------
     catrs_plugin.utils.provenance.ProvenanceError
         If ``resume`` is set and the file exists but was produced with other settings, holds
         rows outside ``selection``, or nothing records what produced it.
+    catrs_plugin.utils.locking.OutputLocked
+        If another process or thread is writing the file.
     ValueError
-        If an existing file is not a result file of this kind.
+        If an existing file is not a result file of this kind (or holds impossible or
+        duplicate rows), or the path is not a regular file that can be written.
     """
 
     def __init__(
@@ -228,25 +277,36 @@ class ResultWriter:
         resume: bool = True,
         selection: Iterable[int] | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = check_output_file(path, "result file")
         self.header = header
+        self.settings = settings
         self.done: set[int] = set()
-        table = None
-        if resume and self.path.exists():
-            recorded = provenance.read_record(self.path)
-            provenance.check(recorded, settings, self.path, "result file", ignore=("indices",))
-            table = self._read()
-        if table is not None:
-            self.done = {int(values[0]) for values in table.values}
-            self._check_selection(recorded, settings, selection)
-            if table.complete_bytes != self.path.stat().st_size:
-                with open(self.path, "r+b") as handle:
-                    handle.truncate(table.complete_bytes)  # a row cut short by a killed run
-            provenance.write_record(self.path, settings)  # the selection may have grown
-        else:
-            provenance.start(self.path, settings, resume=False)
-            with open(self.path, "w") as handle:
-                handle.write("\t".join(header) + "\n")
+        self._handle: IO[str] | None = None
+        self._lock = locking.acquire(self.path, "result file")
+        try:
+            table = None
+            if resume and self.path.exists():
+                recorded = provenance.read_record(self.path)
+                provenance.check(recorded, settings, self.path, "result file", ignore=("indices",))
+                table = self._read()
+            if table is not None:
+                self.done = {int(values[0]) for values in table.values}
+                self._check_selection(recorded, settings, selection)
+                if table.complete_bytes != self.path.stat().st_size:
+                    with open(self.path, "r+b") as handle:
+                        handle.truncate(table.complete_bytes)  # a row cut short by a killed run
+                provenance.write_record(self.path, settings)  # the selection may have grown
+                self._handle = open(self.path, "a")
+        except BaseException:
+            locking.release(self._lock)
+            raise
+
+    def _start(self) -> None:
+        """Replace whatever was at the path by a new file with the header (and its record): on the
+        first row, so that a run that fails before its first row leaves the old file as it was."""
+        provenance.start(self.path, self.settings, resume=False)
+        with open(self.path, "w") as handle:
+            handle.write("\t".join(self.header) + "\n")
         self._handle = open(self.path, "a")
 
     def _read(self) -> ResultTable | None:
@@ -273,16 +333,30 @@ class ResultWriter:
 
     def write(self, line: str) -> None:
         """Append one formatted row and flush it to the operating system."""
+        if self._handle is None:
+            self._start()
         self._handle.write(line + "\n")
         self._handle.flush()
         self.done.add(int(line.split("\t", 1)[0]))
 
     def close(self) -> None:
-        """Close the file."""
-        self._handle.close()
+        """Close the file (a new file gets its header even without rows) and release the lock."""
+        if self._lock is None:
+            return
+        try:
+            if self._handle is None:
+                self._start()
+            self._handle.close()
+        finally:
+            locking.release(self._lock)
+            self._lock = None
 
     def __enter__(self) -> "ResultWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if kind is not None and self._handle is None and self._lock is not None:
+            locking.release(self._lock)  # failed before the first row: the path stays as it was
+            self._lock = None
+            return
         self.close()

@@ -1,9 +1,11 @@
 """Checkpoints: atomic writes and safe loading (always ``weights_only=True``).
 
 A checkpoint is a dict of tensors and plain values, like the reference code's
-``{'epoch', 'arch', 'state_dict', 'optimizer'}``; ours adds ``dataset``, ``method``,
-``hyperparameters``, ``sigma`` and ``history``. The model it describes is
-``Sequential(NormalizeLayer, network)``.
+``{'epoch', 'arch', 'state_dict', 'optimizer'}``; ours adds ``dataset``, ``input_shape`` (of
+in-memory training data), ``method``, ``hyperparameters``, ``sigma`` and ``history``. The model
+it describes is ``Sequential(NormalizeLayer, network)``. Loading one for a dataset checks that
+the dataset's inputs and classes are those it was trained on, and a checkpoint is checked
+entry by entry before a run resumes from it (:func:`check_training_state`).
 
 Checkpoints written by the reference training scripts (Cohen et al.'s and CAT-RS's) load
 unchanged: they name no dataset, so it comes from the caller or from the reference code's
@@ -14,6 +16,8 @@ and batch-norm ``num_batches_tracked`` counters missing from old checkpoints are
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import pickle
 import zipfile
@@ -22,17 +26,20 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from catrs_plugin.utils.atomic import atomic_writer
+from catrs_plugin.utils.atomic import write_atomic
 from catrs_plugin.utils.reading import FormatError, one_line, parsing, require_file
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` with :func:`torch.save` atomically: to a temporary file, then rename.
 
-    A run killed during the write leaves the previous checkpoint intact.
+    A run killed during the write leaves the previous checkpoint intact. The payload is
+    serialised in memory first, so that a full disk is an :class:`OSError` of the write (torch's
+    own writer reports it as an unspecific ``RuntimeError``).
     """
-    with atomic_writer(path) as stream:
-        torch.save(dict(payload), stream)
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    write_atomic(path, buffer.getvalue())
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -74,7 +81,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state_dict`` strictly; on mismatch, say which keys were missing or unexpected.
+    """Load ``state_dict`` strictly; on mismatch, say which keys were missing or unexpected, or
+    which tensors have other shapes; refuse NaN or infinite values.
 
     Keys in the reference code's layout (``DataParallel``'s ``module.`` segments, no
     ``num_batches_tracked``) are first mapped to the model's when that makes them match.
@@ -94,10 +102,20 @@ def load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
             f"{_preview(missing)}, unexpected keys {_preview(unexpected)}; expected keys look like "
             f"{_preview(sorted(expected))}"
         )
+    reference = model.state_dict()
+    mismatched = [f"{key} {tuple(value.shape)} (architecture: {tuple(reference[key].shape)})"
+                  for key, value in state_dict.items() if value.shape != reference[key].shape]
+    if mismatched:
+        raise ValueError(f"{source}: state_dict does not match the architecture; tensor shapes differ: "
+                         f"{_preview(mismatched, 3)}")
+    broken = [key for key, value in state_dict.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise ValueError(f"{source}: state_dict holds NaN or infinite values in {_preview(broken, 3)}; such a "
+                         "model (e.g. of a diverged training run) gives no meaningful predictions")
     try:
         model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        raise ValueError(f"{source}: {error}") from None
+    except RuntimeError as error:  # e.g. a dtype that cannot be copied into the parameter
+        raise ValueError(f"{source}: {one_line(str(error))}") from None
 
 
 def _reference_layout(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
@@ -163,15 +181,16 @@ def load_checkpoint(
     ------
     ValueError
         If the checkpoint lacks ``arch`` or ``state_dict``, names an unknown architecture or
-        dataset (the message lists the registered ones), or its keys do not match the
-        architecture (the message lists missing, unexpected and expected keys).
+        dataset (the message lists the registered ones), was trained on inputs or classes other
+        than ``dataset``'s (its recorded ``input_shape``, else its dataset's), or its keys or
+        tensor shapes do not match the architecture, or it holds NaN or infinite weights.
     """
     from catrs_plugin.plugins.registry import get_registry
 
     payload = read_checkpoint(path, map_location)
     for key in ("arch", "state_dict"):
         if key not in payload:
-            raise ValueError(f"checkpoint {str(path)!r} has no {key!r} entry; keys: {sorted(payload)}")
+            raise ValueError(f"checkpoint {str(path)!r} has no {key!r} entry; keys: {sorted(map(str, payload))}")
     arch = payload["arch"]
     if not isinstance(arch, str) or not isinstance(payload.get("dataset", ""), (str, type(None))):
         raise ValueError(f"checkpoint {str(path)!r}: 'arch' and 'dataset' must be names (strings), got {arch!r}")
@@ -181,6 +200,119 @@ def load_checkpoint(
             f"checkpoint {str(path)!r} has no 'dataset' entry and its arch {arch!r} is none of the reference "
             f"code's ({', '.join(sorted(REFERENCE_DATASETS))}); pass the dataset it was trained on"
         )
-    model = get_registry().create_model(arch, name)
+    registry = get_registry()
+    if dataset is not None:
+        _check_fits(payload, registry.dataset(name), registry.dataset(dataset), path)
+    model = registry.create_model(arch, name)
     load_state(model, payload["state_dict"], f"checkpoint {str(path)!r}")
     return model.to(map_location).eval()
+
+
+def _check_fits(payload: Mapping[str, Any], trained: Any, used: Any, path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose inputs or classes differ from the dataset it is used on (a 1-channel
+    image would be broadcast into a 3-channel normalisation without any error)."""
+    recorded = payload.get("input_shape")
+    shape = tuple(recorded) if isinstance(recorded, (list, tuple)) else tuple(trained.input_shape)
+    if shape != tuple(used.input_shape) or trained.num_classes != used.num_classes:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was trained on {trained.name} (inputs of shape {shape}, "
+            f"{trained.num_classes} classes) and does not fit dataset {used.name} (inputs of shape "
+            f"{tuple(used.input_shape)}, {used.num_classes} classes)"
+        )
+
+
+def epochs_done(payload: Mapping[str, Any], path: str | os.PathLike) -> int:
+    """The number of finished epochs a training checkpoint records (its ``epoch`` entry).
+
+    Raises
+    ------
+    ValueError
+        If the entry is missing or not an integer >= 0.
+    """
+    epoch = payload.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"checkpoint {str(path)!r}: 'epoch' must be the number of finished epochs (an integer >= 0), "
+                         f"got {epoch!r}")
+    return epoch
+
+
+def check_training_state(payload: Mapping[str, Any], path: str | os.PathLike,
+                         optimizer: torch.optim.Optimizer) -> int:
+    """Check what a resumed run restores from a training checkpoint, apart from the weights
+    (:func:`load_state` checks those); returns the finished epochs.
+
+    Checks the ``epoch``, the presence of ``state_dict``, the ``optimizer`` state against
+    ``optimizer`` (its groups, parameter counts, numbers and the shapes of per-parameter buffers
+    such as SGD's momentum), the random states (byte tensors of the generator's size),
+    ``history`` (a list of per-epoch dicts) and ``provenance`` (a dict), so that a damaged or
+    tampered checkpoint is refused before anything is restored instead of failing inside torch
+    (or at the first optimizer step).
+
+    Raises
+    ------
+    ValueError
+        Naming the checkpoint and the entry that is wrong.
+    """
+    source = f"checkpoint {str(path)!r}"
+    epoch = epochs_done(payload, path)
+    for key in ("state_dict", "optimizer"):
+        if key not in payload:
+            raise ValueError(f"{source} has no {key!r} entry, which a resumed run restores; keys: {sorted(map(str, payload))}")
+    if not isinstance(payload.get("provenance", {}), dict):
+        raise ValueError(f"{source}: 'provenance' must be a dict of settings, got {type(payload['provenance']).__name__}")
+    _check_optimizer_state(payload["optimizer"], optimizer, source)
+    for key, reference in (("rng_state", torch.get_rng_state()), ("cuda_rng_state", None)):
+        state = payload.get(key)
+        if key in payload and not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1
+                                   and (reference is None or state.shape == reference.shape)):
+            raise ValueError(f"{source}: {key!r} must be a generator state (a 1-d uint8 tensor"
+                             f"{f' of {reference.numel()} bytes' if reference is not None else ''}), got "
+                             f"{_describe(state)}")
+    history = payload.get("history", [])
+    if not isinstance(history, list) or not all(
+            isinstance(entry, dict) and all(_is_number(entry.get(field)) for field in ("epoch", "loss"))
+            for entry in history):
+        raise ValueError(f"{source}: 'history' must be a list of per-epoch dicts with numeric 'epoch' and 'loss'")
+    if not isinstance(payload.get("scaler", {}), dict):
+        raise ValueError(f"{source}: 'scaler' must be a gradient scaler's state (a dict), got "
+                         f"{_describe(payload['scaler'])}")
+    return epoch
+
+
+def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, source: str) -> None:
+    """``saved`` must be a state of ``optimizer``'s kind: the same groups, parameter counts, kinds of
+    settings, and per-parameter buffers of the parameters' shapes."""
+    current = optimizer.state_dict()
+    if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
+            and isinstance(saved.get("param_groups"), list) and all(isinstance(g, dict) for g in saved["param_groups"])):
+        raise ValueError(f"{source}: 'optimizer' must be an optimizer state (a dict of 'state' and 'param_groups')")
+    groups = saved["param_groups"]
+    if [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
+        raise ValueError(f"{source}: 'optimizer' holds groups of {[len(g.get('params', ())) for g in groups]} "
+                         f"parameters, the model's optimizer {[len(g['params']) for g in current['param_groups']]}")
+    for group, reference in zip(groups, current["param_groups"]):
+        for name, value in reference.items():
+            if _is_number(value) and not (_is_number(group.get(name)) and math.isfinite(group[name])):
+                raise ValueError(f"{source}: optimizer setting {name!r} must be a finite number, got "
+                                 f"{group.get(name)!r}")
+    parameters = {index: parameter for group, live in zip(groups, optimizer.param_groups)
+                  for index, parameter in zip(group["params"], live["params"])}
+    for index, state in saved["state"].items():
+        if index not in parameters or not isinstance(state, dict):
+            raise ValueError(f"{source}: optimizer state of unknown parameter {index!r}")
+        for name, value in state.items():
+            if not isinstance(value, torch.Tensor) and not _is_number(value) and value is not None:
+                raise ValueError(f"{source}: optimizer state {name!r} of parameter {index} is {_describe(value)}")
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != parameters[index].shape:
+                raise ValueError(f"{source}: optimizer state {name!r} of parameter {index} has shape "
+                                 f"{tuple(value.shape)}, the parameter {tuple(parameters[index].shape)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {one_line(repr(value), 60)}"

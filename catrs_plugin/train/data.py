@@ -36,9 +36,9 @@ from catrs_plugin.plugins.specs import DatasetSpec
 from catrs_plugin.train.augmentation import VIEW_STREAM, one_view
 from catrs_plugin.train.loop import LoaderData, TensorData, epoch_order, rank_share
 from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.atomic import save_npy_atomic
-from catrs_plugin.utils.validation import check_positive_int, check_soft_labels
+from catrs_plugin.utils.validation import check_output_file, check_positive_int, check_soft_labels
 
 #: Data-loading worker processes for file-based training data (the reference's ``--workers`` default).
 DEFAULT_WORKERS = 4
@@ -271,11 +271,12 @@ def training_soft_labels_to_file(
     record = {"command": "soft-labels", "model": provenance.weights_digest(teacher), "data_dir": str(root),
               "n_examples": n_examples, "classes": spec.num_classes, "sigma": float(sigma), "N": int(n),
               "seed": int(seed), "precision": provenance.precision_name(None), **settings}
-    if provenance.reuse(outfile, record, what="soft labels"):
-        return 0
-    soft = training_soft_labels(teacher, spec, sigma, n, seed, data_dir, n_examples=n_examples, batch_size=batch_size,
-                                workers=workers, progress=progress)
-    provenance.save(outfile, record, lambda path: save_npy_atomic(path, soft))
+    with locking.exclusive(check_output_file(outfile, "soft labels file"), "soft labels"):
+        if provenance.reuse(outfile, record, what="soft labels"):
+            return 0
+        soft = training_soft_labels(teacher, spec, sigma, n, seed, data_dir, n_examples=n_examples,
+                                    batch_size=batch_size, workers=workers, progress=progress)
+        provenance.save(outfile, record, lambda path: save_npy_atomic(path, soft))
     return len(soft)
 
 

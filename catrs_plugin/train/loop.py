@@ -40,10 +40,10 @@ from tqdm.auto import tqdm
 
 from catrs_plugin.certify.smoothing import derive_seed, model_device
 from catrs_plugin.methods.base import Method, TrainBatch
-from catrs_plugin.train.checkpoint import read_checkpoint, save_checkpoint
+from catrs_plugin.train.checkpoint import check_training_state, load_state, read_checkpoint, save_checkpoint
 from catrs_plugin.train.fast_step import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.train.schedules import learning_rate
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.validation import check_choice, check_non_negative, check_positive_int, check_sigma
 
 logger = logging.getLogger(__name__)
@@ -298,6 +298,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     )
 
 
+def _checkpoint_written_here(arguments: Mapping[str, Any]) -> str | None:
+    """The checkpoint :func:`train` writes in this process (only rank 0 of a distributed run writes it)."""
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+    return None if distributed else arguments["config"].checkpoint
+
+
+@locking.holding(_checkpoint_written_here, "checkpoint")
 def train(
     model: nn.Module,
     method: Method,
@@ -344,6 +351,11 @@ def train(
     ------
     TrainingDiverged
         When an epoch's mean loss is not finite (the checkpoint keeps the last finite epoch).
+    catrs_plugin.utils.locking.OutputLocked
+        When another run is writing ``config.checkpoint`` (the checkpoint is locked while training).
+    ValueError
+        When the loader batches are too small for the method's optimizer steps (see
+        :meth:`~catrs_plugin.methods.Method.check_batch`), or an epoch took no step at all.
     """
     sigma = check_sigma(sigma)
     config.validate()
@@ -361,6 +373,8 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     chunks = int(hyperparameters[method.chunks]) if method.chunks else 1
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if isinstance(data, TensorData):
+        method.check_batch(min(config.batch_size, len(data)) // world, hyperparameters)
     net = model if world == 1 else DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     net = compiled_for_training(net, config.compile)
     if isinstance(data, TensorData) and device.type == "cuda" and _fits_on_device(data, device):
@@ -408,6 +422,9 @@ def train(
                 total += loss.detach().float() * size
                 count += size
         bar.close()
+        if not count:
+            raise ValueError(f"{method.name}: epoch {epoch + 1} took no optimizer step (no batch of the training data "
+                             f"held the {chunks} examples one step per chunk needs)")
         if world > 1:
             sums = torch.stack([total, torch.tensor(float(count), device=device)])
             dist.all_reduce(sums)
@@ -430,6 +447,7 @@ def train(
                 {
                     **dict(checkpoint_fields or {}),
                     "epoch": epoch + 1,
+                    "input_shape": list(data.x.shape[1:]) if isinstance(data, TensorData) else None,
                     "state_dict": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "method": method.name,
@@ -495,8 +513,9 @@ def _resume(
     device: torch.device,
 ) -> tuple[int, list[dict[str, float]]]:
     payload = read_checkpoint(path, map_location=device)
+    epoch = check_training_state(payload, path, optimizer)
     provenance.check(payload.get("provenance"), record, path, "checkpoint", RESTART_HINT)
-    model.load_state_dict(payload["state_dict"])
+    load_state(model, payload["state_dict"], f"checkpoint {str(path)!r}")
     optimizer.load_state_dict(payload["optimizer"])
     if "rng_state" in payload:
         torch.set_rng_state(payload["rng_state"].cpu())
@@ -504,4 +523,4 @@ def _resume(
         torch.cuda.set_rng_state(payload["cuda_rng_state"].cpu(), device)
     if "scaler" in payload and scaler.is_enabled():
         scaler.load_state_dict(payload["scaler"])
-    return int(payload["epoch"]), list(payload.get("history", []))
+    return epoch, list(payload.get("history", []))

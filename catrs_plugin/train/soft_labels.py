@@ -17,10 +17,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from catrs_plugin.certify.smoothing import Smooth
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.atomic import save_npy_atomic
 from catrs_plugin.utils.reading import load_npy
-from catrs_plugin.utils.validation import check_positive_int, check_soft_labels
+from catrs_plugin.utils.validation import check_output_file, check_positive_int, check_soft_labels
 
 
 def smoothed_soft_labels(
@@ -47,6 +47,7 @@ def smoothed_soft_labels(
     return smooth.class_frequencies(x, n)
 
 
+@locking.holding(lambda arguments: check_output_file(arguments["outfile"], "soft labels file"), "soft labels")
 def soft_labels_to_file(
     model: nn.Module,
     x: np.ndarray,
@@ -97,6 +98,10 @@ def soft_labels_to_file(
     catrs_plugin.utils.provenance.ProvenanceError
         If ``resume`` is set and ``outfile`` (or the unfinished run) was produced with other
         settings, or nothing records what produced it.
+    catrs_plugin.utils.locking.OutputLocked
+        If another process or thread is writing ``outfile`` (it is locked while this runs).
+    ValueError
+        If the rows of the unfinished run are not class frequencies (a damaged file).
     """
     outfile = Path(outfile)
     n = check_positive_int(n, "N")
@@ -106,11 +111,13 @@ def soft_labels_to_file(
               "precision": provenance.precision_name(autocast_dtype), **(settings or {})}
     if resume and provenance.reuse(outfile, record, what="soft labels"):
         return 0
-    partial = outfile.with_name(outfile.name + ".partial")
+    partial = check_output_file(outfile.with_name(outfile.name + ".partial"), "unfinished soft labels")
     row_bytes = 4 * num_classes
     done = 0
     if provenance.start(partial, record, resume, what="unfinished soft labels"):
         done = min(partial.stat().st_size // row_bytes, len(x))
+        check_frequencies(np.fromfile(partial, dtype=np.float32, count=done * num_classes).reshape(done, num_classes),
+                          n, f"unfinished soft labels {str(partial)!r}")
         with open(partial, "r+b") as handle:
             handle.truncate(done * row_bytes)  # cut off a row a killed run was writing
     else:
@@ -122,10 +129,34 @@ def soft_labels_to_file(
             handle.write(smooth.class_frequencies(x[rows], n, indices=rows).astype(np.float32).tobytes())
             handle.flush()
             bar.update(len(rows))
-    frequencies = np.fromfile(partial, dtype=np.float32).reshape(len(x), num_classes)
+    frequencies = np.fromfile(partial, dtype=np.float32)
+    if frequencies.size != len(x) * num_classes:
+        raise ValueError(f"unfinished soft labels {str(partial)!r} hold {frequencies.size / num_classes:g} rows, not "
+                         f"the {len(x)} computed (was the file changed while this run wrote it?)")
+    frequencies = check_frequencies(frequencies.reshape(len(x), num_classes), n, f"soft labels of {str(outfile)!r}")
     provenance.save(outfile, record, lambda path: save_npy_atomic(path, frequencies))
     provenance.discard(partial)
     return len(x) - done
+
+
+def check_frequencies(rows: np.ndarray, n: int, what: str) -> np.ndarray:
+    """``rows`` if each is a vector of class frequencies over ``n`` samples: counts / ``n`` summing to 1.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the first row that cannot be such frequencies (e.g. bytes two runs
+        appended to one file).
+    """
+    counts = rows.astype(np.float64) * n
+    tolerance = 1e-3 + 1e-6 * n  # float32 holds count / n to a relative 6e-8
+    bad = ~np.isfinite(counts).all(axis=1) | (counts < 0).any(axis=1) \
+        | (np.abs(counts - np.round(counts)) > tolerance).any(axis=1) | (np.abs(counts.sum(axis=1) - n) > tolerance)
+    if bad.any():
+        raise ValueError(f"{what}: row {int(np.flatnonzero(bad)[0])} is not the class frequencies of {n} samples "
+                         "(counts / N summing to 1); the file is damaged: pass resume=False (--restart) to compute it "
+                         "again")
+    return rows
 
 
 def read_soft_labels(path: str | os.PathLike, n: int, num_classes: int, name: str = "soft labels") -> np.ndarray:

@@ -70,6 +70,9 @@ class ProvenanceError(ValueError):
         self.hint = hint
         super().__init__(f"{problem}; {hint}")
 
+    def __reduce__(self):  # picklable (worker processes send their exceptions back)
+        return type(self), (self.problem, self.path, self.hint)
+
 
 def sidecar(path: str | os.PathLike) -> Path:
     """The record next to ``path``: ``<path>.provenance.json``."""

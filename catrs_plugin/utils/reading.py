@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -130,3 +130,67 @@ def load_npy(path: str | os.PathLike, what: str, mmap_mode: str | None = None) -
         if array.dtype.kind not in "biuf":
             raise FormatError(f"it holds {array.dtype} values, not numbers")
         return array
+
+
+def class_labels(labels: np.ndarray | list, num_classes: int, what: str) -> np.ndarray:
+    """The class labels a data file holds, as int64, checked: one integer in ``[0, num_classes)`` per example.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, for labels that are not one-dimensional, not integers (NaN, fractions,
+        text) or out of range (e.g. 50 or -1 in CIFAR-10).
+    """
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"{what}: labels must be one class index per example (shape (n,)), got shape {array.shape}")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array) | (array != np.round(array))
+        if bad.any():
+            raise ValueError(f"{what}: labels must be integer class indices, got {array[bad][0].item()} at position "
+                             f"{int(np.flatnonzero(bad)[0])}")
+    elif array.dtype.kind not in "iub":
+        raise ValueError(f"{what}: labels must be integer class indices, got {array.dtype} values")
+    outside = (array < 0) | (array >= num_classes)
+    if outside.any():
+        raise ValueError(f"{what}: labels must lie in 0..{num_classes - 1}, got {array[outside][0].item()} at "
+                         f"position {int(np.flatnonzero(outside)[0])}")
+    return array.astype(np.int64)
+
+
+def image_bytes(images: np.ndarray | list, what: str) -> np.ndarray:
+    """Images stored as bytes (0..255), as uint8; images of another kind are refused, never cast.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what``, for floating-point or other non-integer values (a cast to uint8 would
+        wrap or truncate them without a sign) or integers outside 0..255.
+    """
+    array = np.asarray(images)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{what}: images must be stored as bytes (uint8, 0..255), got {array.dtype} values; "
+                         "they are not converted, since a cast would change them silently")
+    if array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"{what}: image values must lie in 0..255, got values in [{array.min()}, {array.max()}]")
+    return array.astype(np.uint8, copy=False)
+
+
+def gzip_size(path: str | os.PathLike) -> int:
+    """The uncompressed size (modulo 2**32) that a gzip file's trailer records, read without decompressing."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < 18:  # a 10-byte header and an 8-byte trailer at least
+            raise FormatError("it is too short to be a gzip file")
+        handle.seek(-4, os.SEEK_END)
+        return int.from_bytes(handle.read(4), "little")
+
+
+def read_exactly(handle: BinaryIO, count: int, what: str) -> bytes:
+    """``count`` bytes from ``handle``, reading at most one more: a stream that holds more (or fewer)
+    is a :class:`FormatError` before anything beyond ``count + 1`` bytes is read or decompressed."""
+    data = handle.read(count + 1)
+    if len(data) != count:
+        more = "more" if len(data) > count else f"only {len(data)}"
+        raise FormatError(f"{what} declares {count} bytes but the file holds {more}")
+    return data

@@ -15,12 +15,20 @@ from typing import Sequence
 import numpy as np
 import torch
 
+#: Largest float32: a learning rate or weight decay above it cannot multiply float32 weights.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-def check_sigma(sigma: float, name: str = "sigma") -> float:
-    """Return ``sigma`` as a float if it is a finite number greater than zero."""
+#: Largest seed: seeds feed 63-bit generator seeds (``derive_seed``) and ``torch.manual_seed``.
+MAX_SEED = 2**63 - 1
+
+
+def check_sigma(sigma: float, name: str = "sigma", maximum: float | None = None) -> float:
+    """Return ``sigma`` as a float if it is a finite number greater than zero (and at most ``maximum``)."""
     value = _as_float(sigma, name)
     if not (value > 0.0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0, got {sigma!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must lie in (0, {maximum:g}], got {sigma!r}")
     return value
 
 
@@ -41,12 +49,82 @@ def check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_non_negative(value: float, name: str) -> float:
-    """Return ``value`` as a float if it is finite and not negative."""
+def check_non_negative(value: float, name: str, maximum: float | None = None) -> float:
+    """Return ``value`` as a float if it is finite, not negative and at most ``maximum`` (when given)."""
     number = _as_float(value, name)
     if not (number >= 0.0 and math.isfinite(number)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{name} must lie in [0, {maximum:g}], got {value!r}")
     return number
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """Return ``seed`` if it is an integer in ``[0, 2**63 - 1]`` (:data:`MAX_SEED`)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return int(seed)
+
+
+def check_count_or_all(value: int, name: str) -> int:
+    """Return ``value`` if it is -1 (meaning all) or an integer >= 1; 0 and other negatives are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not (value == -1 or value >= 1):
+        raise ValueError(f"{name} must be -1 (all) or an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def memory_bytes(device: torch.device | str) -> int:
+    """The memory of ``device``: the GPU's total memory for CUDA, else this machine's physical memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): nothing to compare with
+        return 2**63
+
+
+def check_batch_fits(batch: int, input_shape: Sequence[int], device: torch.device | str, name: str) -> None:
+    """Refuse a batch of noisy samples whose buffers alone (float32 inputs, int64 counts) exceed the memory of
+    ``device`` (:func:`memory_bytes`), before anything is allocated or written."""
+    need = int(batch) * (4 * math.prod(int(s) for s in input_shape) + 16)
+    have = memory_bytes(device)
+    if need > have:
+        raise ValueError(
+            f"{name} {batch}: that many noisy samples of shape {tuple(input_shape)} per forward pass need "
+            f"{_size(need)} of memory, more than the {_size(have)} of {torch.device(device)}; give a smaller {name} "
+            "or auto (results do not depend on it)"
+        )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if value < 1000 or unit == "PB":
+            return f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} PB"
+
+
+def check_forward(model: torch.nn.Module, input_shape: Sequence[int], num_classes: int, name: str) -> None:
+    """Forward one zero input through ``model`` (in eval mode, without gradients) and check it gives
+    ``num_classes`` logits; an architecture that cannot take ``input_shape`` is a :class:`ValueError`
+    naming ``name`` instead of an error inside torch at the first training step."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(torch.zeros((1, *input_shape), device=device))
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{name} cannot take inputs of shape {tuple(input_shape)}: {' '.join(str(error).split())}") \
+            from None
+    finally:
+        model.train(was_training)
+    if tuple(logits.shape) != (1, num_classes):
+        raise ValueError(f"{name} returns outputs of shape {tuple(logits.shape[1:])} per input, expected "
+                         f"{num_classes} logits")
 
 
 def check_inputs(
@@ -170,13 +248,16 @@ def check_output_file(path: str | os.PathLike, name: str) -> Path:
     Raises
     ------
     ValueError
-        If ``path`` is a folder, a part of its folder path is a file, the folder (or the
-        nearest existing folder above it) does not let this process create files, or an
-        existing file at ``path`` cannot be opened for writing.
+        If ``path`` is a folder or another non-file (a FIFO, a device), a part of its folder
+        path is a file, the folder (or the nearest existing folder above it) does not let this
+        process create files, or an existing file at ``path`` cannot be opened for writing.
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{name} {str(path)!r} is a folder; give the path of a file")
+    if path.exists() and not path.is_file():  # a FIFO would block the first open, a device swallow the output
+        raise ValueError(f"{name} {str(path)!r} exists and is not a regular file (a pipe, socket or device); "
+                         "give the path of a file")
     _check_can_create_in(path.parent, name, path)
     if path.exists():
         try:

@@ -27,7 +27,7 @@ from torch import nn
 from catrs_plugin.certify.files import predict_to_file
 from catrs_plugin.certify.smoothing import derive_seed, evaluating, model_device
 from catrs_plugin.plugins.specs import AttackSpec
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.atomic import save_npy_atomic
 from catrs_plugin.utils.reading import load_npy
 
@@ -77,6 +77,7 @@ def pgd_examples(
         return attack.generate(np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64)).astype(np.float32)
 
 
+@locking.holding(lambda arguments: arguments["outfile"], "attack results")
 def attack_to_file(
     model: nn.Module,
     num_classes: int,
@@ -102,7 +103,8 @@ def attack_to_file(
     row by row) and, next to it with the suffix ``.npy``, the adversarial examples (computed
     once). Each example's PREDICT noise is seeded by its index, as in certification. Both
     record what produced them (:mod:`catrs_plugin.utils.provenance`) and are only reused by the same
-    model, data, examples and attack settings.
+    model, data, examples and attack settings. Both are locked while the call writes them
+    (:mod:`catrs_plugin.utils.locking`): a second writer is refused.
 
     Returns
     -------

@@ -36,7 +36,7 @@ from torch import nn
 
 from catrs_adapters.art.attacks import attack_in_progress
 from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
-from catrs_adapters.art.inputs import checked_inputs
+from catrs_adapters.art.inputs import check_clip_values, checked_inputs
 from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
 from catrs_plugin.certify.smoothing import PREDICTION, Smooth, derive_seed
 from catrs_plugin.methods.base import Method
@@ -119,7 +119,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         self.seed = seed
         self.autocast_dtype = autocast_dtype
         self.fast = fast
-        self._check_arguments(sample_size, scale, alpha, nb_classes)
+        self._check_arguments(sample_size, scale, alpha, nb_classes, clip_values, channels_first)
         self._fit_calls = 0
         super().__init__(
             model=model, loss=loss, input_shape=input_shape, nb_classes=nb_classes, optimizer=optimizer,
@@ -131,14 +131,20 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
     def set_params(self, **kwargs: Any) -> None:
         """ART's ``set_params`` for its parameters and ours (``estimator_params``), checked as in the constructor."""
         super().set_params(**kwargs)
-        self._check_arguments(self.sample_size, self.scale, self.alpha, self.nb_classes)
+        self._check_arguments(self.sample_size, self.scale, self.alpha, self.nb_classes, self.clip_values,
+                              self.channels_first)
 
-    def _check_arguments(self, sample_size: int, scale: float, alpha: float, nb_classes: int) -> None:
+    def _check_arguments(self, sample_size: int, scale: float, alpha: float, nb_classes: int, clip_values: Any,
+                         channels_first: bool) -> None:
         """The constructor's checks (also after ``set_params``); stores ``seed`` and ``hyperparameters`` normalised."""
         check_positive_int(sample_size, "sample_size")
         check_sigma(scale, "scale")
         check_alpha(alpha)
         check_positive_int(nb_classes, "nb_classes", minimum=2)
+        if not channels_first:
+            raise ValueError("channels_first=False is not supported: PyTorch models take channels-first inputs "
+                             "(n, C, H, W); transpose channels-last data first, e.g. x.transpose(0, 3, 1, 2)")
+        check_clip_values(clip_values)
         self.seed = check_positive_int(self.seed, "seed", minimum=0)
         if not isinstance(self.fast, (bool, np.bool_)):
             raise ValueError(f"fast must be True or False, got {self.fast!r}")
@@ -344,7 +350,8 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
 
     def soft(self, training_mode: bool = False) -> SmoothedSoft:
         """The smoothed soft classifier (``log`` of the mean softmax over ``sample_size`` noises) as a module."""
-        return SmoothedSoft(Preprocessed(self, fit=False).train(training_mode), self.sample_size, self.scale)
+        return SmoothedSoft(Preprocessed(self, fit=False).train(training_mode), self.sample_size, self.scale,
+                            self.nb_classes)
 
     def soft_logits(self, x: Any, batch_size: int = 128) -> np.ndarray:
         """``log mean_i softmax(f(x + d_i))`` over ``sample_size`` fresh noises: the smoothed soft classifier's logits.

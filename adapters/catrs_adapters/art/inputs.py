@@ -64,6 +64,29 @@ def checked_inputs(
     return values
 
 
+def check_clip_values(clip_values: Any) -> None:
+    """Refuse ``clip_values`` that are not ``None`` or a ``(min, max)`` pair of numbers (or per-feature
+    arrays) with ``min < max`` everywhere: a NaN bound would turn the range check of every input off.
+
+    Raises
+    ------
+    ValueError
+        Naming ``clip_values`` and what is wrong.
+    """
+    if clip_values is None:
+        return
+    try:
+        low, high = (np.asarray(bound, dtype=np.float64) for bound in clip_values)
+        np.broadcast(low, high)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip_values must be None or a (min, max) pair of numbers or arrays, got {clip_values!r}") \
+            from None
+    if np.isnan(low).any() or np.isnan(high).any():
+        raise ValueError(f"clip_values must not hold NaN (it would turn the range check off), got {clip_values!r}")
+    if not (low < high).all():
+        raise ValueError(f"clip_values must have min < max, got {clip_values!r}")
+
+
 def check_range(values: np.ndarray | torch.Tensor, name: str, clip_values: Any, was_integer: bool = False) -> None:
     """Raise ``ValueError`` naming ``name`` if ``values`` leave ``clip_values`` (see :data:`RANGE_TOLERANCE`)."""
     low, high = (np.asarray(bound, dtype=np.float64) for bound in clip_values)

@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file, take
-from catrs_plugin.utils.reading import parsing
+from catrs_plugin.utils.reading import class_labels, image_bytes, parsing
 from catrs_plugin.utils.validation import check_choice
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-10-python.tar.gz)"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar.html (cifar-100-python.tar.gz)"
+
+#: Number of classes of each label key: CIFAR-10's ``labels``, CIFAR-100's ``fine_labels`` (and ``coarse_labels``).
+CLASSES = {"labels": 10, "fine_labels": 100, "coarse_labels": 20}
 
 _CIFAR10_FILES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 _CIFAR100_FILES = {"train": ("train",), "test": ("test",)}
@@ -51,18 +54,19 @@ def read_cifar_batch(path: str | os.PathLike, label_key: str) -> tuple[np.ndarra
     ------
     ValueError
         If the file is not a CIFAR batch (damaged, wrong keys or shapes, or objects other than
-        arrays).
+        arrays), its images are not bytes (e.g. floats, which are never cast), or its labels are
+        not class indices of the data set (:data:`CLASSES` of ``label_key``).
     """
     with parsing(path, "CIFAR batch", f"a CIFAR python batch with 'data' and {label_key!r}"):
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="latin1").load()
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
+        data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.ndim != 1 or len(labels) != len(data):
         raise ValueError(
             f"{str(path)!r}: expected data of shape (n, 3072) and n labels, got {data.shape} and {labels.shape}"
         )
-    return data.reshape(-1, 3, 32, 32), labels
+    what = f"CIFAR batch {str(path)!r}"
+    return image_bytes(data, what).reshape(-1, 3, 32, 32), class_labels(labels, CLASSES[label_key], what)
 
 
 def read_cifar_split(

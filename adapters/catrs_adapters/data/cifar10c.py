@@ -23,13 +23,16 @@ import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file
 from catrs_plugin.results.corruptions import SEVERITIES
-from catrs_plugin.utils.reading import load_npy
+from catrs_plugin.utils.reading import class_labels, load_npy
 from catrs_plugin.utils.validation import check_choice
 
 CIFAR10C_URL = "https://zenodo.org/records/2535967 (CIFAR-10-C.tar)"
 
 #: The corrupted CIFAR test sets: folder under ``data_dir`` -> where it is published.
 CORRUPTED_CIFAR = {"CIFAR-10-C": CIFAR10C_URL, "CIFAR-100-C": "https://zenodo.org/records/3555552 (CIFAR-100-C.tar)"}
+
+#: Classes of each corrupted CIFAR test set.
+CLASSES = {"CIFAR-10-C": 10, "CIFAR-100-C": 100}
 
 #: The 15 corruptions of the CIFAR-10-C benchmark, in ``robustbench.data.CORRUPTIONS``' order.
 CORRUPTIONS = (
@@ -48,9 +51,9 @@ def corruption_arrays(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """One corruption file as stored: ``(labels, images, rows per severity)``.
 
-    ``labels`` is ``labels.npy`` in its own dtype (uint8 in the published files), ``images``
-    the ``(5 * rows, 32, 32, 3)`` uint8 array, memory-mapped. ``dataset`` is ``"CIFAR-10-C"``
-    or ``"CIFAR-100-C"``.
+    ``labels`` is ``labels.npy`` in its own dtype (uint8 in the published files), checked to hold
+    class indices of the data set (:data:`CLASSES`), ``images`` the ``(5 * rows, 32, 32, 3)`` uint8
+    array, memory-mapped. ``dataset`` is ``"CIFAR-10-C"`` or ``"CIFAR-100-C"``.
     """
     check_choice(corruption, CORRUPTIONS, "corruption")
     folder = cifar10c_dir(data_dir, dataset)
@@ -64,6 +67,7 @@ def corruption_arrays(
             f"{dataset}: {str(folder / (corruption + '.npy'))!r} must hold (n, 32, 32, 3) uint8 images with n = "
             f"len(labels.npy) = 5 x rows per severity, got {images.dtype} {images.shape} and {len(labels)} labels"
         )
+    class_labels(labels, CLASSES[dataset], f"{dataset} {str(folder / 'labels.npy')!r}")  # kept in their dtype
     return labels, images, len(labels) // len(SEVERITIES)
 
 

@@ -30,6 +30,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from catrs_adapters.data._files import data_root, require_dir, require_file, take
+from catrs_plugin.utils.reading import parsing
 from catrs_plugin.utils.validation import check_choice
 
 IMAGENET_URL = (
@@ -121,8 +122,16 @@ class ImageFolderArray:
 
 def decode_image(path: Path, transform: Callable[[Image.Image], Any] = PREPROCESS, dataset: str = "ImageNet",
                  published: str = IMAGENET_URL) -> Any:
-    """One image file, converted to RGB (as ``ImageFolder`` and RobustBench load it) and passed to ``transform``."""
-    with Image.open(require_file(path, dataset, published)) as image:
+    """One image file, converted to RGB (as ``ImageFolder`` and RobustBench load it) and passed to ``transform``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is not an image PIL can decode, or is larger than PIL's pixel
+        limit (``PIL.Image.MAX_IMAGE_PIXELS``, its guard against decompression bombs).
+    """
+    path = require_file(path, dataset, published)
+    with parsing(path, f"{dataset} image", "an image within PIL's pixel limit"), Image.open(path) as image:
         return transform(image.convert("RGB"))
 
 

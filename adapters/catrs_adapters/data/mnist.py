@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from catrs_adapters.data._files import data_root, require_file, take
-from catrs_plugin.utils.reading import parsing
+from catrs_plugin.utils.reading import FormatError, class_labels, gzip_size, parsing, read_exactly
 from catrs_plugin.utils.validation import check_choice
 
 MNIST_URL = "https://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"
@@ -31,6 +31,10 @@ _PREFIX = {"train": "train", "test": "t10k"}
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """An unsigned-byte IDX file (optionally gzipped) as a uint8 array of its declared shape.
 
+    Nothing beyond the declared size is read: a gzip file is checked against the uncompressed
+    size its trailer records before its body is decompressed, and at most one byte more than the
+    header declares is ever decompressed (a "gzip bomb" never fills the memory).
+
     Raises
     ------
     ValueError
@@ -38,21 +42,23 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         that does not match the declared shape).
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with parsing(path, "MNIST file", "an IDX file"):
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{str(path)!r} is not an unsigned-byte IDX file (header {raw[:4].hex()})")
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise ValueError(
-            f"{str(path)!r}: IDX header declares {ndim} dimensions but the file ends after {len(raw)} bytes")
-    shape = tuple(int(v) for v in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != math.prod(shape):
-        raise ValueError(f"{str(path)!r}: header declares shape {shape} but holds {body.size} values")
-    return body.reshape(shape)
+    gzipped = path.suffix == ".gz"
+    with parsing(path, "MNIST file", "an IDX file"), (gzip.open if gzipped else open)(path, "rb") as handle:
+        head = handle.read(4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+            raise FormatError(f"it is not an unsigned-byte IDX file (header {head.hex()})")
+        ndim = head[3]
+        dims = handle.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise FormatError(f"its IDX header declares {ndim} dimensions but the file ends after {4 + len(dims)} bytes")
+        shape = tuple(int(v) for v in np.frombuffer(dims, dtype=">u4"))
+        size = math.prod(shape)
+        total = 4 + 4 * ndim + size
+        if gzipped and (total >= 2**32 or gzip_size(path) != total):
+            raise FormatError(f"its IDX header declares shape {shape} ({total} bytes), but the gzip trailer records "
+                              f"{gzip_size(path)} uncompressed bytes")
+        body = read_exactly(handle, size, f"the IDX header (shape {shape})")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def _find(folder: Path, name: str) -> Path:
@@ -75,9 +81,11 @@ def load_mnist(
     """
     check_choice(split, tuple(_PREFIX), "split")
     folder = data_root(data_dir) / "MNIST" / "raw"
-    images = read_idx(_find(folder, f"{_PREFIX[split]}-images-idx3-ubyte"))
-    labels = read_idx(_find(folder, f"{_PREFIX[split]}-labels-idx1-ubyte"))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    images_path = _find(folder, f"{_PREFIX[split]}-images-idx3-ubyte")
+    labels_path = _find(folder, f"{_PREFIX[split]}-labels-idx1-ubyte")
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"MNIST {split}: expected (n, 28, 28) images and n labels, got {images.shape}, {labels.shape}")
+    labels = class_labels(labels, 10, f"MNIST {str(labels_path)!r}")
     x, y = take(n_examples, images, labels)
-    return x[:, None].astype(np.float32) / 255.0, y.astype(np.int64)
+    return x[:, None].astype(np.float32) / 255.0, y

@@ -37,7 +37,7 @@ def import_robustbench_data() -> ModuleType:
     try:
         return importlib.import_module("robustbench.data")
     except ImportError as error:
-        raise ImportError(f"robustbench could not be imported ({error}); {_INSTALL_HINT}") from None
+        raise ImportError(f"robustbench could not be imported ({error}); {_INSTALL_HINT}", name="robustbench") from None
 
 
 def imagenet_5000_list() -> list[str]:
