@@ -225,9 +225,9 @@ CASES = [
     ("resumed checkpoint without epoch", [*TRAIN, "--checkpoint", "{copy:no_epoch}"],
      ["no_epoch.pt", "'epoch' must be the number of finished epochs", "got None"]),
     ("resumed checkpoint with a bad rng_state", [*TRAIN, "--checkpoint", "{copy:bad_rng}"],
-     ["bad_rng.pt", "'rng_state' must be a generator state"]),
+     ["bad_rng.pt", "'rng_state' is not a state of torch's generator"]),
     ("resumed checkpoint with a bad momentum", [*TRAIN, "--checkpoint", "{copy:bad_momentum}"],
-     ["bad_momentum.pt", "optimizer state 'momentum_buffer' of parameter 0 has shape (3,)"]),
+     ["bad_momentum.pt", "optimizer state 'momentum_buffer' of parameter 0 is a float32 tensor of shape (3,)"]),
     ("teacher of another dataset", ["train", "--dataset", "digits", "--method", "catrs", "--sigma", "0.25",
                                     "--checkpoint", "{out}.pt", "--teacher", "{cifar}"],
      ["--teacher", "trained on cifar10", "does not fit dataset digits"]),
@@ -351,3 +351,19 @@ def test_analyze_json_is_json(tmp_path, capsys):
 
     summaries = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert summaries[0]["n"] == 2 and summaries[0]["acr"] == pytest.approx(0.25)
+
+
+def test_a_run_that_fails_on_a_worker_process_is_one_line(files, tmp_path, capsys):
+    """``compare --runs-per-device 2``: a run's failure comes back from its worker process (a refusal of a
+    checkpoint of another run, which must survive pickling) as one line; the other run finishes."""
+    out = tmp_path / "cmp"
+    foreign = out / "noise_0.25" / "checkpoints" / "stability.pt"
+    foreign.parent.mkdir(parents=True)
+    shutil.copy(files.trained, foreign)
+    assert main([*COMPARE[:6], "gaussian,stability", *COMPARE[7:], "--N", "20", "--max", "4", "--runs-per-device", "2",
+                 "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    assert "1 run(s) failed (stability at sigma 0.25: ProvenanceError: checkpoint" in error, error
+    assert "was produced with other settings" in error and "rerun the same command to resume" in error, error
+    assert len((out / "noise_0.25" / "certify" / "gaussian.tsv").read_text().splitlines()) == 3

@@ -193,7 +193,8 @@ def load_checkpoint(
             raise ValueError(f"checkpoint {str(path)!r} has no {key!r} entry; keys: {sorted(map(str, payload))}")
     arch = payload["arch"]
     if not isinstance(arch, str) or not isinstance(payload.get("dataset", ""), (str, type(None))):
-        raise ValueError(f"checkpoint {str(path)!r}: 'arch' and 'dataset' must be names (strings), got {arch!r}")
+        raise ValueError(f"checkpoint {str(path)!r}: 'arch' and 'dataset' must be names (strings), got "
+                         f"{_describe(arch)} and {_describe(payload.get('dataset'))}")
     name = payload.get("dataset") or dataset or REFERENCE_DATASETS.get(arch)
     if name is None:
         raise ValueError(
@@ -211,8 +212,13 @@ def load_checkpoint(
 def _check_fits(payload: Mapping[str, Any], trained: Any, used: Any, path: str | os.PathLike) -> None:
     """Refuse a checkpoint whose inputs or classes differ from the dataset it is used on (a 1-channel
     image would be broadcast into a 3-channel normalisation without any error)."""
-    recorded = payload.get("input_shape")
-    shape = tuple(recorded) if isinstance(recorded, (list, tuple)) else tuple(trained.input_shape)
+    recorded = payload.get("input_shape", trained.input_shape)
+    if recorded is None:  # not recorded (training data from a loader): the dataset's
+        recorded = trained.input_shape
+    if not (isinstance(recorded, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in recorded)):
+        raise ValueError(f"checkpoint {str(path)!r}: 'input_shape' must be a list of integers, got "
+                         f"{_describe(recorded)}")
+    shape = tuple(recorded)
     if shape != tuple(used.input_shape) or trained.num_classes != used.num_classes:
         raise ValueError(
             f"checkpoint {str(path)!r} was trained on {trained.name} (inputs of shape {shape}, "
@@ -232,21 +238,22 @@ def epochs_done(payload: Mapping[str, Any], path: str | os.PathLike) -> int:
     epoch = payload.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"checkpoint {str(path)!r}: 'epoch' must be the number of finished epochs (an integer >= 0), "
-                         f"got {epoch!r}")
+                         f"got {_describe(epoch)}")
     return epoch
 
 
-def check_training_state(payload: Mapping[str, Any], path: str | os.PathLike,
-                         optimizer: torch.optim.Optimizer) -> int:
+def check_training_state(payload: Mapping[str, Any], path: str | os.PathLike, optimizer: torch.optim.Optimizer,
+                         device: torch.device | str = "cpu") -> int:
     """Check what a resumed run restores from a training checkpoint, apart from the weights
     (:func:`load_state` checks those); returns the finished epochs.
 
     Checks the ``epoch``, the presence of ``state_dict``, the ``optimizer`` state against
-    ``optimizer`` (its groups, parameter counts, numbers and the shapes of per-parameter buffers
-    such as SGD's momentum), the random states (byte tensors of the generator's size),
-    ``history`` (a list of per-epoch dicts) and ``provenance`` (a dict), so that a damaged or
-    tampered checkpoint is refused before anything is restored instead of failing inside torch
-    (or at the first optimizer step).
+    ``optimizer`` (its groups, parameter counts, the kind of every setting, and per-parameter
+    buffers of the parameters' shapes, such as SGD's momentum), the random states (restored into
+    a copy of the generator, which refuses a state it did not produce), the gradient scaler's
+    state, ``history`` (per-epoch dicts of numbers) and ``provenance`` (a dict), so that a
+    damaged or tampered checkpoint is refused before anything is restored instead of failing
+    inside torch (or at the first optimizer step).
 
     Raises
     ------
@@ -257,55 +264,82 @@ def check_training_state(payload: Mapping[str, Any], path: str | os.PathLike,
     epoch = epochs_done(payload, path)
     for key in ("state_dict", "optimizer"):
         if key not in payload:
-            raise ValueError(f"{source} has no {key!r} entry, which a resumed run restores; keys: {sorted(map(str, payload))}")
+            raise ValueError(f"{source} has no {key!r} entry, which a resumed run restores; keys: "
+                             f"{sorted(map(str, payload))}")
     if not isinstance(payload.get("provenance", {}), dict):
-        raise ValueError(f"{source}: 'provenance' must be a dict of settings, got {type(payload['provenance']).__name__}")
+        raise ValueError(f"{source}: 'provenance' must be a dict of settings, got {_describe(payload['provenance'])}")
     _check_optimizer_state(payload["optimizer"], optimizer, source)
-    for key, reference in (("rng_state", torch.get_rng_state()), ("cuda_rng_state", None)):
-        state = payload.get(key)
-        if key in payload and not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8 and state.ndim == 1
-                                   and (reference is None or state.shape == reference.shape)):
-            raise ValueError(f"{source}: {key!r} must be a generator state (a 1-d uint8 tensor"
-                             f"{f' of {reference.numel()} bytes' if reference is not None else ''}), got "
-                             f"{_describe(state)}")
+    device = torch.device(device)
+    for key, cuda in (("rng_state", False), ("cuda_rng_state", True)):
+        if key not in payload or (cuda and device.type != "cuda"):
+            continue
+        state = payload[key]
+        try:
+            if not (isinstance(state, torch.Tensor) and state.dtype == torch.uint8):
+                raise TypeError("not a uint8 tensor")
+            with torch.random.fork_rng(devices=[device] if cuda else []):  # the caller's state is left alone
+                if cuda:
+                    torch.cuda.set_rng_state(state.cpu(), device)
+                else:
+                    torch.set_rng_state(state.cpu())
+        except (TypeError, RuntimeError) as error:
+            raise ValueError(f"{source}: {key!r} is not a state of torch's generator ({_describe(state)}: "
+                             f"{one_line(str(error), 80)})") from None
+    scaler = payload.get("scaler", {})
+    if not (isinstance(scaler, dict) and all(isinstance(key, str) and _is_number(value) and math.isfinite(value)
+                                             for key, value in scaler.items())):
+        raise ValueError(f"{source}: 'scaler' must be a gradient scaler's state (a dict of numbers), got "
+                         f"{_describe(scaler)}")
     history = payload.get("history", [])
     if not isinstance(history, list) or not all(
-            isinstance(entry, dict) and all(_is_number(entry.get(field)) for field in ("epoch", "loss"))
+            isinstance(entry, dict) and all(_is_number(entry.get(field)) for field in HISTORY_FIELDS)
             for entry in history):
-        raise ValueError(f"{source}: 'history' must be a list of per-epoch dicts with numeric 'epoch' and 'loss'")
-    if not isinstance(payload.get("scaler", {}), dict):
-        raise ValueError(f"{source}: 'scaler' must be a gradient scaler's state (a dict), got "
-                         f"{_describe(payload['scaler'])}")
+        raise ValueError(f"{source}: 'history' must be a list of per-epoch dicts with numbers "
+                         f"{', '.join(map(repr, HISTORY_FIELDS))}")
     return epoch
 
 
+#: What every per-epoch entry of a checkpoint's ``history`` holds (:func:`catrs_plugin.train.loop.train`).
+HISTORY_FIELDS = ("epoch", "loss", "lr", "seconds")
+
+
 def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, source: str) -> None:
-    """``saved`` must be a state of ``optimizer``'s kind: the same groups, parameter counts, kinds of
-    settings, and per-parameter buffers of the parameters' shapes."""
+    """``saved`` must be a state of ``optimizer``'s kind: the same groups and parameter counts, every
+    setting of the same kind (a finite number, a flag), and per-parameter buffers of the parameters' shapes."""
     current = optimizer.state_dict()
-    if not (isinstance(saved, dict) and isinstance(saved.get("state"), dict)
-            and isinstance(saved.get("param_groups"), list) and all(isinstance(g, dict) for g in saved["param_groups"])):
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not (isinstance(groups, list) and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+            and isinstance(saved.get("state"), dict)):
         raise ValueError(f"{source}: 'optimizer' must be an optimizer state (a dict of 'state' and 'param_groups')")
-    groups = saved["param_groups"]
-    if [len(g.get("params", ())) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
-        raise ValueError(f"{source}: 'optimizer' holds groups of {[len(g.get('params', ())) for g in groups]} "
-                         f"parameters, the model's optimizer {[len(g['params']) for g in current['param_groups']]}")
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in current["param_groups"]]:
+        raise ValueError(f"{source}: 'optimizer' holds groups of {[len(g['params']) for g in groups]} parameters, "
+                         f"the model's optimizer {[len(g['params']) for g in current['param_groups']]}")
     for group, reference in zip(groups, current["param_groups"]):
         for name, value in reference.items():
-            if _is_number(value) and not (_is_number(group.get(name)) and math.isfinite(group[name])):
-                raise ValueError(f"{source}: optimizer setting {name!r} must be a finite number, got "
-                                 f"{group.get(name)!r}")
-    parameters = {index: parameter for group, live in zip(groups, optimizer.param_groups)
-                  for index, parameter in zip(group["params"], live["params"])}
+            given = group.get(name)
+            if _is_number(value):
+                fits = _is_number(given) and math.isfinite(given)
+            elif isinstance(value, bool) or value is None:
+                fits = isinstance(given, bool) or (value is None and given is None)
+            else:
+                fits = name == "params" or name in group
+            if not fits:
+                raise ValueError(f"{source}: optimizer setting {name!r} must be "
+                                 f"{'a finite number' if _is_number(value) else 'True or False'}, got {_describe(given)}")
+    indices = [index for group in groups for index in group["params"]]
+    live = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    if len(set(map(repr, indices))) != len(indices):
+        raise ValueError(f"{source}: 'optimizer' names a parameter twice: {_describe(indices)}")
+    parameters = dict(zip(indices, live))
     for index, state in saved["state"].items():
         if index not in parameters or not isinstance(state, dict):
-            raise ValueError(f"{source}: optimizer state of unknown parameter {index!r}")
+            raise ValueError(f"{source}: optimizer state of unknown parameter {_describe(index)}")
         for name, value in state.items():
-            if not isinstance(value, torch.Tensor) and not _is_number(value) and value is not None:
-                raise ValueError(f"{source}: optimizer state {name!r} of parameter {index} is {_describe(value)}")
-            if isinstance(value, torch.Tensor) and value.ndim and value.shape != parameters[index].shape:
-                raise ValueError(f"{source}: optimizer state {name!r} of parameter {index} has shape "
-                                 f"{tuple(value.shape)}, the parameter {tuple(parameters[index].shape)}")
+            step = name == "step" and (_is_number(value) or (isinstance(value, torch.Tensor) and value.ndim == 0))
+            buffer = isinstance(value, torch.Tensor) and value.shape == parameters[index].shape
+            if not (step or buffer or value is None):
+                raise ValueError(f"{source}: optimizer state {name!r} of parameter {index} is {_describe(value)}, "
+                                 f"not a buffer of the parameter's shape {tuple(parameters[index].shape)}")
 
 
 def _is_number(value: Any) -> bool:

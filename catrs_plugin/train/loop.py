@@ -513,7 +513,7 @@ def _resume(
     device: torch.device,
 ) -> tuple[int, list[dict[str, float]]]:
     payload = read_checkpoint(path, map_location=device)
-    epoch = check_training_state(payload, path, optimizer)
+    epoch = check_training_state(payload, path, optimizer, device)
     provenance.check(payload.get("provenance"), record, path, "checkpoint", RESTART_HINT)
     load_state(model, payload["state_dict"], f"checkpoint {str(path)!r}")
     optimizer.load_state_dict(payload["optimizer"])
