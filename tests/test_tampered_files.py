@@ -277,13 +277,11 @@ def test_art_estimator_refuses_impossible_settings():
         make(clip_values=(1.0, 0.0))
     with pytest.raises(ValueError, match="channels_first=False is not supported"):
         make(channels_first=False, clip_values=(0.0, 1.0))
-    five = make(nb_classes=5, clip_values=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"nb_classes=5\) returns outputs of shape \(10,\) per input, expected 5"):
+        make(nb_classes=5, clip_values=(0.0, 1.0))  # its gradients would be of the wrong classes, without a sign
+    with pytest.raises(ValueError, match=r"input_shape=\(1, 4, 4\).* cannot take inputs of shape \(1, 4, 4\)"):
+        PyTorchCATRS(model, nn.CrossEntropyLoss(), (1, 4, 4), 10, device_type="cpu", sample_size=8, scale=0.25)
     x, y = np.zeros((2, 1, 8, 8), np.float32), np.array([0, 1])
-    with pytest.raises(ValueError, match="returns outputs of shape \\(10,\\) per input, but the estimator's "
-                                         "nb_classes is 5"):
-        five.loss_gradient(x, y)
-    with pytest.raises(ValueError, match=r"returned shape \(.*, 10\), expected \(batch, 5\) logits"):
-        five.certify(x, n=10)
     assert make(clip_values=(0.0, 1.0)).loss_gradient(x, y).shape == x.shape
 
 

@@ -78,14 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     a missing optional package: :mod:`catrs_plugin.cli._failures`) ends the same way; ``--debug``
     also prints the traceback. Anything else is a bug and ends with its traceback (status 1).
     """
-    from catrs_plugin.cli._checks import check_arguments, option_names
-    from catrs_plugin.cli._failures import explain
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a one-line argument error (2)
         return int(stop.code or 0)
+    from catrs_plugin.cli._checks import check_arguments, option_names
+    from catrs_plugin.cli._failures import explain
+
     _show_progress_messages()
     options = option_names(parser._subparsers._group_actions[0].choices[args.command])
     try:

@@ -20,7 +20,7 @@ import torch
 
 #: Kind of failure -> the arguments (argparse ``dest``) it concerns, the first one given wins.
 ARGUMENTS = {
-    "memory": ("batch", "certify_batch", "N", "budget_N"),
+    "memory": ("batch", "certify_batch"),
     "device": ("devices", "device"),
     "disk": ("outfile", "outdir", "checkpoint", "output"),
     "format": ("base_classifier", "teacher", "checkpoint", "soft_labels", "files", "data_dir"),

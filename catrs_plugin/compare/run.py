@@ -76,7 +76,8 @@ class RunsFailed(RuntimeError):
 
     def __init__(self, failures: Mapping[Any, BaseException]) -> None:
         self.failures = dict(failures)
-        lines = "; ".join(f"{describe_job(key)}: {type(error).__name__}: {error}" for key, error in self.failures.items())
+        lines = "; ".join(f"{describe_job(key)}: {type(error).__name__}: {error}"
+                          for key, error in self.failures.items())
         super().__init__(f"{len(self.failures)} run(s) failed ({lines}); the others finished. Rerun the same command "
                          "to resume")
 
@@ -197,10 +198,10 @@ def run_comparison(
     presets = {method.name: (method_presets or {}).get(method.name, preset) for method in methods}
     runs = {(method.name, sigma): plan_run(method, sigma, presets[method.name], budget)
             for sigma in sigma_list for method in methods}
-    for (name, _), run in runs.items():  # before anything is written: a run that takes no step is no run
-        limit = "train_examples" if 0 < budget.train_examples < run.train["batch_size"] else "batch_size"
-        size = budget.train_examples if limit == "train_examples" else run.train["batch_size"]
-        registry.method(name).check_batch(size, run.hyperparameters, (labels or {}).get(limit, limit))
+    for (name, _), run in runs.items():  # before anything is written: a run that would take no step is no run
+        smaller = "train_examples" if 0 < budget.train_examples < run.train["batch_size"] else "batch_size"
+        size = {"train_examples": budget.train_examples, "batch_size": run.train["batch_size"]}[smaller]
+        registry.method(name).check_batch(size, run.hyperparameters, (labels or {}).get(smaller, smaller))
     out = Path(output)
     check_settings(out, {"dataset": dataset, "arch": arch, "preset": preset, "seed": seed,
                          "method_presets": dict(sorted((method_presets or {}).items())),

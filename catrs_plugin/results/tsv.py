@@ -232,6 +232,11 @@ class ResultWriter:
     examples (e.g. a larger ``--max``) and the continued file then equals a fresh run with the
     new selection. A rerun whose selection leaves out rows the file already holds is refused.
 
+    The writer holds the file's lock (:mod:`catrs_plugin.utils.locking`) from its creation to
+    :meth:`close`, so that a second writer of the same file is refused before it reads or
+    changes anything. A new file (or the file that ``resume=False`` replaces) is only created
+    with the first row: a run that fails before leaves the path as it was.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -251,11 +256,6 @@ class ResultWriter:
     ----------
     done : set of int
         Indices whose rows the file already holds.
-
-    The writer holds the file's lock (:mod:`catrs_plugin.utils.locking`) from its creation to
-    :meth:`close`, so that a second writer of the same file is refused before it reads or
-    changes anything. A new file (or the file that ``resume=False`` replaces) is only created
-    with the first row: a run that fails before leaves the path as it was.
 
     Raises
     ------

@@ -9,9 +9,9 @@ message says who holds the lock (process id, host, command line and since when).
 The lock is ``flock`` (``msvcrt.locking`` on Windows) on a sidecar ``<output>.lock`` next to the
 output (a file or a folder), which exists while the lock is held. The operating system releases
 it when its process ends, however it ends, so a lock file left behind by a killed run
-(``kill -9``) blocks nobody: the next run takes it over. A released lock removes its file; the file's inode is checked after
-locking, so a run that opened the file just before its holder removed it tries again instead
-of holding a lock on a removed file.
+(``kill -9``) blocks nobody: the next run takes it over. A released lock removes its file; the
+file's inode is checked after locking, so a run that opened the file just before its holder
+removed it tries again instead of holding a lock on a removed file.
 
 Locks are re-entrant within one thread (a command that locks its output early, before loading
 a model, and the writer it calls that locks the same output again), and exclusive between
@@ -53,13 +53,8 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 class OutputLocked(ValueError):
     """Another process (or thread) is writing the output.
 
-    Attributes
-    ----------
-    path : pathlib.Path
-        The output.
-    holder : dict
-        What the lock file says of its holder: ``pid``, ``host``, ``command``, ``since``
-        (empty when it could not be read).
+    ``error.path`` is the output, ``error.holder`` what the lock file says of its holder
+    (``pid``, ``host``, ``command``, ``since``; empty when it could not be read).
     """
 
     def __init__(self, message: str, path: Path, holder: Mapping[str, Any]) -> None:

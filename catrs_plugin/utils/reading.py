@@ -149,7 +149,7 @@ def class_labels(labels: np.ndarray | list, num_classes: int, what: str) -> np.n
         if bad.any():
             raise ValueError(f"{what}: labels must be integer class indices, got {array[bad][0].item()} at position "
                              f"{int(np.flatnonzero(bad)[0])}")
-    elif array.dtype.kind not in "iub":
+    elif array.dtype.kind not in "iu":
         raise ValueError(f"{what}: labels must be integer class indices, got {array.dtype} values")
     outside = (array < 0) | (array >= num_classes)
     if outside.any():

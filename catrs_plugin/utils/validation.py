@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from catrs_plugin.utils.reading import class_labels
+
 #: Largest float32: a learning rate or weight decay above it cannot multiply float32 weights.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -189,17 +191,7 @@ def check_labels(y: np.ndarray | torch.Tensor, num_classes: int, n: int, name: s
             f"{name} must hold {n} class indices (shape ({n},)) or one-hot rows "
             f"(shape ({n}, {num_classes})), got shape {labels.shape}"
         )
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
-    elif labels.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer class indices, got dtype {labels.dtype}")
-    labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{name} must lie in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]"
-        )
-    return labels
+    return class_labels(labels, num_classes, name)
 
 
 def check_soft_labels(

@@ -45,6 +45,7 @@ from catrs_plugin.utils.validation import (
     check_alpha,
     check_autocast_dtype,
     check_choice,
+    check_forward,
     check_labels,
     check_positive_int,
     check_sigma,
@@ -127,6 +128,8 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             postprocessing_defences=postprocessing_defences, preprocessing=preprocessing, device_type=device_type,
             sample_size=sample_size, scale=scale, alpha=alpha,
         )
+        check_forward(self.model, input_shape, nb_classes, f"model (input_shape={tuple(input_shape)}, "
+                                                           f"nb_classes={nb_classes})")
 
     def set_params(self, **kwargs: Any) -> None:
         """ART's ``set_params`` for its parameters and ours (``estimator_params``), checked as in the constructor."""
@@ -350,8 +353,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
 
     def soft(self, training_mode: bool = False) -> SmoothedSoft:
         """The smoothed soft classifier (``log`` of the mean softmax over ``sample_size`` noises) as a module."""
-        return SmoothedSoft(Preprocessed(self, fit=False).train(training_mode), self.sample_size, self.scale,
-                            self.nb_classes)
+        return SmoothedSoft(Preprocessed(self, fit=False).train(training_mode), self.sample_size, self.scale)
 
     def soft_logits(self, x: Any, batch_size: int = 128) -> np.ndarray:
         """``log mean_i softmax(f(x + d_i))`` over ``sample_size`` fresh noises: the smoothed soft classifier's logits.

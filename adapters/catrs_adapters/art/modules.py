@@ -76,24 +76,16 @@ class SmoothedSoft(nn.Module):
         ``torch.manual_seed`` makes a call reproducible).
     sigma : float
         Noise standard deviation.
-    num_classes : int, optional
-        The number of logits ``base`` must return per input; another number raises ``ValueError``
-        (a gradient of the wrong classes would otherwise come back without a sign).
     """
 
-    def __init__(self, base: nn.Module, samples: int, sigma: float, num_classes: int | None = None) -> None:
+    def __init__(self, base: nn.Module, samples: int, sigma: float) -> None:
         super().__init__()
         self.base = base
         self.samples = samples
         self.sigma = sigma
-        self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         noisy = x.repeat_interleave(self.samples, 0)
         noisy = noisy + torch.randn_like(noisy) * self.sigma
-        logits = self.base(noisy)
-        if self.num_classes is not None and (logits.ndim != 2 or logits.shape[1] != self.num_classes):
-            raise ValueError(f"the model returns outputs of shape {tuple(logits.shape[1:])} per input, but the "
-                             f"estimator's nb_classes is {self.num_classes}; pass the model's number of classes")
-        probabilities = F.softmax(logits, dim=1).view(len(x), self.samples, -1).mean(dim=1)
+        probabilities = F.softmax(self.base(noisy), dim=1).view(len(x), self.samples, -1).mean(dim=1)
         return torch.log(probabilities.clamp_min(PROBABILITY_FLOOR))

@@ -31,9 +31,10 @@ _PREFIX = {"train": "train", "test": "t10k"}
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """An unsigned-byte IDX file (optionally gzipped) as a uint8 array of its declared shape.
 
-    Nothing beyond the declared size is read: a gzip file is checked against the uncompressed
-    size its trailer records before its body is decompressed, and at most one byte more than the
-    header declares is ever decompressed (a "gzip bomb" never fills the memory).
+    Nothing beyond the declared size is read: the declared size is checked against the file's
+    size, or a gzip file's against the uncompressed size its trailer records, before the body is
+    read, and at most one byte more than the header declares is ever decompressed (a "gzip bomb"
+    never fills the memory).
 
     Raises
     ------
@@ -50,13 +51,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         ndim = head[3]
         dims = handle.read(4 * ndim)
         if len(dims) < 4 * ndim:
-            raise FormatError(f"its IDX header declares {ndim} dimensions but the file ends after {4 + len(dims)} bytes")
+            raise FormatError(f"its IDX header declares {ndim} dimensions but the file ends after {4 + len(dims)} "
+                              "bytes")
         shape = tuple(int(v) for v in np.frombuffer(dims, dtype=">u4"))
         size = math.prod(shape)
         total = 4 + 4 * ndim + size
         if gzipped and (total >= 2**32 or gzip_size(path) != total):
             raise FormatError(f"its IDX header declares shape {shape} ({total} bytes), but the gzip trailer records "
                               f"{gzip_size(path)} uncompressed bytes")
+        if not gzipped and path.stat().st_size != total:
+            raise FormatError(f"its IDX header declares shape {shape} ({total} bytes), but the file has "
+                              f"{path.stat().st_size} bytes")
         body = read_exactly(handle, size, f"the IDX header (shape {shape})")
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
