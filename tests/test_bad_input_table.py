@@ -221,7 +221,7 @@ CASES = [
     ("compare slurm without slurm", [*COMPARE, "--slurm", "--output", "{out}"],
      ["--slurm: "]),
     ("checkpoint of other shapes", ["certify", "digits", "{wide}", "0.25", "{out}.tsv", *FAST],
-     ["base_classifier", "tensor shapes differ: [1.0.weight (16, 3, 3, 3) (architecture: (16, 1, 3, 3))]"]),
+     ["base_classifier", "size mismatch of [1.0.weight (16, 3, 3, 3) (architecture: (16, 1, 3, 3))]"]),
     ("resumed checkpoint without epoch", [*TRAIN, "--checkpoint", "{copy:no_epoch}"],
      ["no_epoch.pt", "'epoch' must be the number of finished epochs", "got None"]),
     ("resumed checkpoint with a bad rng_state", [*TRAIN, "--checkpoint", "{copy:bad_rng}"],

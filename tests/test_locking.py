@@ -174,3 +174,15 @@ def test_the_refusal_survives_pickling(tmp_path):
     error = locking.OutputLocked("result file 'x' is being written by pid 1", tmp_path / "x", {"pid": 1})
     copy = pickle.loads(pickle.dumps(error))  # worker processes send their exceptions back
     assert str(copy) == str(error) and copy.path == error.path and copy.holder == {"pid": 1}
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(locking.fcntl, "flock", no_locks)
+    with pytest.warns(RuntimeWarning, match="cannot lock files here .* would not be stopped"):
+        with locking.exclusive(tmp_path / "c.tsv", "result file"):
+            pass

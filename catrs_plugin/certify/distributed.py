@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from catrs_plugin.results.tsv import read_table
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.atomic import write_atomic
 
 #: How long ranks that finished their shard wait for the others before the merge: shards of a
@@ -131,6 +131,7 @@ def find_shards(outfile: str | os.PathLike) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+@locking.holding(lambda arguments: arguments["outfile"], "result file")
 def merge_shards(
     outfile: str | os.PathLike,
     shards: Sequence[str | os.PathLike] | None = None,

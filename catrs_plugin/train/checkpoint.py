@@ -106,7 +106,7 @@ def load_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source:
     mismatched = [f"{key} {tuple(value.shape)} (architecture: {tuple(reference[key].shape)})"
                   for key, value in state_dict.items() if value.shape != reference[key].shape]
     if mismatched:
-        raise ValueError(f"{source}: state_dict does not match the architecture; tensor shapes differ: "
+        raise ValueError(f"{source}: state_dict does not match the architecture; size mismatch of "
                          f"{_preview(mismatched, 3)}")
     broken = [key for key, value in state_dict.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:

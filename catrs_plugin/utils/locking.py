@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import functools
 import inspect
 import json
@@ -32,6 +33,7 @@ import socket
 import stat
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
@@ -43,6 +45,9 @@ except ImportError:  # Windows
 
 #: Suffix of the lock file next to an output.
 LOCK_SUFFIX = ".lock"
+
+#: What a lock held by another process looks like: flock's EWOULDBLOCK, msvcrt's EACCES or EDEADLOCK.
+_HELD_ERRORS = {errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
 
 _registry_guard = threading.Lock()
 _held: dict[str, "_Held"] = {}
@@ -80,15 +85,22 @@ def lock_path(path: str | os.PathLike) -> Path:
 
 
 def try_lock(fd: int) -> bool:
-    """Take an exclusive lock on the open file ``fd`` without waiting; False if another holds it."""
+    """Take an exclusive lock on the open file ``fd`` without waiting; False if another holds it.
+
+    On a file system without locks (``ENOLCK``, e.g. NFS mounted with ``nolock``) it warns and
+    returns True: the run goes on, unprotected, rather than being refused forever.
+    """
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:
             os.lseek(fd, 0, os.SEEK_SET)
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError:  # BlockingIOError (EWOULDBLOCK) from flock, EACCES/EDEADLOCK from msvcrt
-        return False
+    except OSError as error:
+        if error.errno in _HELD_ERRORS:
+            return False
+        warnings.warn(f"cannot lock files here ({error.strerror}): a second run writing the same output would "
+                      "not be stopped", RuntimeWarning, stacklevel=2)
     return True
 
 
