@@ -88,7 +88,8 @@ def files(tmp_path_factory, digits_checkpoint):
     wide = dict(payload["state_dict"], **{"1.0.weight": torch.zeros(16, 3, 3, 3)})
     save_checkpoint(root / "wide.pt", {**payload, "state_dict": wide})
     cifar = registry.create_model("cifar_resnet20", "cifar10")
-    save_checkpoint(root / "cifar.pt", {"arch": "cifar_resnet20", "dataset": "cifar10", "state_dict": cifar.state_dict()})
+    save_checkpoint(root / "cifar.pt", {"arch": "cifar_resnet20", "dataset": "cifar10",
+                                        "state_dict": cifar.state_dict()})
     torch.manual_seed(0)
     gap = nn.Sequential(nn.Identity(), tiny_gap(1000))  # the layout of create_model: normalisation, network
     save_checkpoint(root / "imagenet.pt", {"arch": "tiny_gap", "dataset": "imagenet",
@@ -101,7 +102,8 @@ def files(tmp_path_factory, digits_checkpoint):
     save_checkpoint(root / "bad_rng.pt", {**state, "rng_state": torch.zeros(10, dtype=torch.uint8)})
     optimizer = {**state["optimizer"], "state": {0: {"momentum_buffer": torch.zeros(3)}}}
     save_checkpoint(root / "bad_momentum.pt", {**state, "optimizer": optimizer})
-    rows = lambda images: np.stack([np.concatenate([im[:, :, c].ravel() for c in range(3)]) for im in images])  # noqa: E731
+    rows = lambda images: np.stack([np.concatenate([im[:, :, c].ravel() for c in range(3)])  # noqa: E731
+                                    for im in images])  # CIFAR's layout: all red, all green, all blue values
     images = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     for name, data, labels in [("good", rows(images), [1, 2, 3, 4]), ("labels_50", rows(images), [1, 50, 3, 4]),
                                ("labels_negative", rows(images), [1, -1, 3, 4]),
@@ -163,7 +165,8 @@ CASES = [
     ("compare max 0", [*COMPARE, "--max", "0", "--output", "{out}"], ["--max must be -1 (all)", "got 0"]),
     ("workers -1", [*TRAIN, "--checkpoint", "{out}.pt", "--workers", "-1"], ["--workers must be an integer >= 0"]),
     ("sigma 1e308", ["certify", "digits", "{digits}", "1e308", "{out}.tsv", *FAST], ["sigma must lie in (0, 10]"]),
-    ("train sigma 1e308", [*TRAIN[:5], "--sigma", "1e308", "--checkpoint", "{out}.pt"], ["--sigma must lie in (0, 10]"]),
+    ("train sigma 1e308", [*TRAIN[:5], "--sigma", "1e308", "--checkpoint", "{out}.pt"],
+     ["--sigma must lie in (0, 10]"]),
     ("cifar labels 50", ["certify", "cifar10", "{cifar}", "0.25", "{out}.tsv", *FAST, "--data-dir",
                          "{data}/cifar_labels_50"], ["--data-dir", "labels must lie in 0..9, got 50"]),
     ("cifar labels -1", ["certify", "cifar10", "{cifar}", "0.25", "{out}.tsv", *FAST, "--data-dir",
@@ -181,7 +184,8 @@ CASES = [
     ("gzip bomb", ["certify", "mnist", "{digits}", "0.25", "{out}.tsv", *FAST, "--data-dir", "{data}/mnist_bomb"],
      ["--data-dir", "t10k-images-idx3-ubyte.gz", "gzip trailer records"]),
     ("cifar10c labels 99", ["certify-corruptions", "{cifar}", "0.25", "{out}", "--corruptions", "fog", "--skip", "5",
-                            *FAST, "--data-dir", "{data}/c10c_labels_99"], ["--data-dir", "labels must lie in 0..9, got 99"]),
+                            *FAST, "--data-dir", "{data}/c10c_labels_99"],
+     ["--data-dir", "labels must lie in 0..9, got 99"]),
     ("cifar10c nan labels", ["certify-corruptions", "{cifar}", "0.25", "{out}", "--corruptions", "fog", *FAST,
                              "--data-dir", "{data}/c10c_labels_nan"], ["--data-dir", "integer class indices, got nan"]),
     ("analyze radius nan", ["analyze", "{data}/tsv/radius_nan.tsv"], ["radius_nan.tsv:2", "radius must be a finite"]),

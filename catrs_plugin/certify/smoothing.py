@@ -319,8 +319,9 @@ class Smooth:
                 counts.index_add_(0, offsets + self._classify(batch), ones[: len(batch)])
                 bar.update(len(batch))
         if bool(self._nonfinite):
-            raise ValueError("base_classifier returned NaN or infinite logits on noisy inputs (are its weights finite? a "
-                             "diverged training run leaves NaN weights); they are not counted as votes for any class")
+            raise ValueError("base_classifier returned NaN or infinite logits on noisy inputs (are its weights "
+                             "finite? a diverged training run leaves NaN weights); they are not counted as votes for "
+                             "any class")
         return counts.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
 
     def resolve_batch_size(self, input_shape: tuple[int, ...]) -> int:

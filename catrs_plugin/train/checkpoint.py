@@ -28,6 +28,7 @@ from torch import nn
 
 from catrs_plugin.utils.atomic import write_atomic
 from catrs_plugin.utils.reading import FormatError, one_line, parsing, require_file
+from catrs_plugin.utils.validation import FLOAT32_MAX
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
@@ -215,7 +216,8 @@ def _check_fits(payload: Mapping[str, Any], trained: Any, used: Any, path: str |
     recorded = payload.get("input_shape", trained.input_shape)
     if recorded is None:  # not recorded (training data from a loader): the dataset's
         recorded = trained.input_shape
-    if not (isinstance(recorded, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in recorded)):
+    if not (isinstance(recorded, (list, tuple))
+            and all(isinstance(size, int) and not isinstance(size, bool) for size in recorded)):
         raise ValueError(f"checkpoint {str(path)!r}: 'input_shape' must be a list of integers, got "
                          f"{_describe(recorded)}")
     shape = tuple(recorded)
@@ -286,7 +288,7 @@ def check_training_state(payload: Mapping[str, Any], path: str | os.PathLike, op
             raise ValueError(f"{source}: {key!r} is not a state of torch's generator ({_describe(state)}: "
                              f"{one_line(str(error), 80)})") from None
     scaler = payload.get("scaler", {})
-    if not (isinstance(scaler, dict) and all(isinstance(key, str) and _is_number(value) and math.isfinite(value)
+    if not (isinstance(scaler, dict) and all(isinstance(key, str) and _is_setting(value)
                                              for key, value in scaler.items())):
         raise ValueError(f"{source}: 'scaler' must be a gradient scaler's state (a dict of numbers), got "
                          f"{_describe(scaler)}")
@@ -318,18 +320,19 @@ def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, source:
         for name, value in reference.items():
             given = group.get(name)
             if _is_number(value):
-                fits = _is_number(given) and math.isfinite(given)
+                fits = _is_setting(given)
             elif isinstance(value, bool) or value is None:
                 fits = isinstance(given, bool) or (value is None and given is None)
             else:
                 fits = name == "params" or name in group
             if not fits:
-                raise ValueError(f"{source}: optimizer setting {name!r} must be "
-                                 f"{'a finite number' if _is_number(value) else 'True or False'}, got {_describe(given)}")
+                kind = f"a finite number of at most {FLOAT32_MAX:g}" if _is_number(value) else "True or False"
+                raise ValueError(f"{source}: optimizer setting {name!r} must be {kind}, got {_describe(given)}")
     indices = [index for group in groups for index in group["params"]]
     live = [parameter for group in optimizer.param_groups for parameter in group["params"]]
-    if len(set(map(repr, indices))) != len(indices):
-        raise ValueError(f"{source}: 'optimizer' names a parameter twice: {_describe(indices)}")
+    if not all(isinstance(index, int) and not isinstance(index, bool) for index in indices) \
+            or len(set(indices)) != len(indices):
+        raise ValueError(f"{source}: 'optimizer' must name each parameter once by its index, got {_describe(indices)}")
     parameters = dict(zip(indices, live))
     for index, state in saved["state"].items():
         if index not in parameters or not isinstance(state, dict):
@@ -344,6 +347,12 @@ def _check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, source:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_setting(value: Any) -> bool:
+    """A number torch can take as a setting: finite, within float32's range, an integer within int64's."""
+    return _is_number(value) and math.isfinite(value) and abs(value) <= FLOAT32_MAX and (
+        not isinstance(value, int) or abs(value) < 2**63)
 
 
 def _describe(value: Any) -> str:
