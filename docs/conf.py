@@ -1,21 +1,29 @@
 """Sphinx configuration for catrs-plugin."""
 
+import importlib
 import logging
 import re
 from pathlib import Path
+
+from sphinx.errors import ExtensionError
+from sphinx.ext import napoleon
 
 from catrs_plugin import __version__
 
 project = "catrs-plugin"
 author = "catrs-plugin developers"
+copyright = f"2026, {author} (MIT licence)"
 release = version = __version__
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.intersphinx",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax's files in _static/mathjax: formulas render without a network
     "sphinx.ext.viewcode",
+    "sphinx_copybutton",
 ]
 
 napoleon_numpy_docstring = True
@@ -26,6 +34,14 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 # ART's own docstrings (inherited members) are not numpy-style; document only our members.
 autodoc_inherit_docstrings = False
 nitpicky = False
+
+# One page per module (docs/api.rst lists them; the pages are generated into docs/api/ from
+# docs/_templates/autosummary/module.rst).
+autosummary_generate = True
+templates_path = ["_templates"]
+
+# The copy button copies commands and code, not prompts (">>> ", "... ", "$ ") or printed output.
+copybutton_exclude = ".linenos, .gp, .go"
 
 # Links to the projects whose classes we subclass or take (base classes, numpy arrays, torch
 # modules). Each inventory is read from docs/_inventories/<name>.inv when that file exists (for
@@ -64,11 +80,72 @@ class _OfflineInventories(logging.Filter):
         return True
 
 
+_PROSE = {"attribute", "data", "property"}
+OURS = ("catrs_plugin.", "catrs_adapters.")
+
+
+def _numpy_docstring(app, what, name, obj, options, lines):
+    """Napoleon's numpy-style parsing, with the docs of attributes, data and properties read as prose.
+
+    Napoleon reads the first line of such a doc as ``type: description`` (Google style), so
+    ``#: Phase identifiers: the ...`` rendered as a field "Type: Phase identifiers". Our
+    attribute docs never state their type that way (it comes from the annotation), so they are
+    parsed like any other docstring: sections still become fields, the first line stays text.
+    """
+    napoleon._process_docstring(app, "object" if what in _PROSE else what, name, obj, options, lines)
+
+
+def _lookup(name):
+    """The object a dotted name names (a module, then attributes), or None."""
+    parts = name.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            obj = getattr(obj, attribute, None)
+        return obj
+    return None
+
+
+def _canonical_reference(app, env, node, contnode):
+    """Resolve a Python reference to a re-exported name at the page that documents the object.
+
+    ``:func:`catrs_plugin.load_checkpoint``` and ``:class:`~catrs_plugin.methods.Method```
+    name objects by the package that re-exports them, and ``:func:`load_cifar10``` in the
+    docstring of :mod:`catrs_adapters.data` by that package; their pages document them where
+    they are defined (``catrs_plugin.train.checkpoint.load_checkpoint``).
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    if not target.startswith(OURS):
+        target = f"{node.get('py:module') or ''}.{target}"
+    obj = _lookup(target) if target.startswith(OURS) else None
+    if obj is None:
+        return None
+    domain = env.domains["py"]
+    suffix = "." + target.rpartition(".")[2]
+    for name in domain.objects:
+        if name != target and name.endswith(suffix) and name.startswith(OURS) and _lookup(name) is obj:
+            return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], name, node, contnode)
+    return None
+
+
 def setup(app):
     # sphinx.util.logging prefixes its logger names with "sphinx."
     logging.getLogger("sphinx.sphinx.ext.intersphinx").addFilter(_OfflineInventories())
+    napoleons = [listener.id for listener in app.events.listeners["autodoc-process-docstring"]
+                 if listener.handler is napoleon._process_docstring]
+    if len(napoleons) != 1:
+        raise ExtensionError(f"conf.py replaces napoleon's docstring handler, found {len(napoleons)} of them")
+    app.disconnect(napoleons[0])
+    app.connect("autodoc-process-docstring", _numpy_docstring)
+    app.connect("missing-reference", _canonical_reference)
 
 
-html_theme = "alabaster"
+html_theme = "furo"
+html_title = f"catrs-plugin {release}"
 html_static_path = ["_static"]
 exclude_patterns = ["_build", "_inventories"]

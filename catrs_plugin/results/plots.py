@@ -20,7 +20,7 @@ CURVE_POINTS = 400
 
 
 def certified_accuracy_curve(results: CertifyResults, max_radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Radii ``0 .. max_radius`` and the certified accuracy (a fraction) at each of them."""
+    """Radii from 0 to ``max_radius`` and the certified accuracy (a fraction) at each of them."""
     radii = np.linspace(0.0, max_radius, CURVE_POINTS)
     return radii, certified_accuracy(results.radius, results.correct, radii)
 
