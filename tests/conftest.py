@@ -87,12 +87,19 @@ def pytest_configure(config):
         "markers",
         "compile: compiles with torch.compile for a minute or more; runs only with CATRS_TEST_COMPILE=1 (tox -e gpu)",
     )
+    config.addinivalue_line(
+        "markers",
+        "cuda: needs a CUDA device (skipped without one); `pytest -m cuda` runs these alone "
+        "(benchmarks/gpu_table.py does, with CATRS_TEST_COMPILE=1)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.environ.get("CATRS_TEST_COMPILE") == "1":
-        return
-    skip = pytest.mark.skip(reason="a long torch.compile test: set CATRS_TEST_COMPILE=1 (tox -e gpu) to run it")
+    compile_skip = pytest.mark.skip(reason="a long torch.compile test: set CATRS_TEST_COMPILE=1 (tox -e gpu) to run it")
+    cuda_skip = pytest.mark.skip(reason="needs a CUDA device")
+    compiling, cuda = os.environ.get("CATRS_TEST_COMPILE") == "1", torch.cuda.is_available()
     for item in items:
-        if "compile" in item.keywords:
-            item.add_marker(skip)
+        if item.get_closest_marker("cuda") and not cuda:
+            item.add_marker(cuda_skip)
+        if item.get_closest_marker("compile") and not compiling:
+            item.add_marker(compile_skip)

@@ -428,7 +428,7 @@ def test_inputs_outside_clip_values_are_refused_and_what_art_accepts_is_accepted
     assert unbounded.certify(scaled, n=50)[0].shape == (6,)  # no clip_values: ART's unbounded inputs
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_soft_classifier_gradients_and_input_checks_on_cuda(digits):
     x, y, x_test, y_test = digits
     model = get_registry().create_model("digits_cnn", "digits").cuda()

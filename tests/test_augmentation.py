@@ -110,7 +110,7 @@ def test_soft_labels_are_computed_on_one_augmented_view_as_in_the_reference(digi
     assert not np.array_equal(soft, smoothed_soft_labels(teacher, x, 10, 0.25, 50, seed=3))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_on_the_gpu_batches_are_crops_and_repeat_for_the_same_seed(digits):
     x = torch.rand(64, 3, 6, 6, device="cuda")
     out = RandomCropFlip(padding=2)(x, torch.Generator(device="cuda").manual_seed(1))

@@ -300,12 +300,14 @@ def test_failed_compilation_falls_back_to_the_prepared_copy(setup, monkeypatch):
         Smooth(model, CLASSES, SIGMA, fast=True, compile_mode="default")
 
 
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None and not torch.cuda.is_available(),
-                    reason="torch.compile on the CPU needs a C++ compiler")
-def test_fast_path_compiles_once_and_stays_close(setup, caplog):
-    """``fast=True`` on the CPU: one compilation per shape and process, shared by later Smooth objects."""
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                                 reason="torch.compile on the CPU needs a C++ compiler")),
+    pytest.param("cuda", marks=pytest.mark.cuda),  # with Inductor's CUDA graphs
+])
+def test_fast_path_compiles_once_and_stays_close(setup, caplog, device):
+    """``fast=True``: one compilation per shape and process, shared by later Smooth objects."""
     model, x, indices, expected = setup
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model = get_registry().create_model("digits_cnn", "digits").to(device).eval()
     model.load_state_dict(setup[0].state_dict())
     plan = {SELECTION: 100, ESTIMATION: 900}  # 1000 samples per example: every batch is full, one shape
@@ -324,7 +326,7 @@ def test_fast_path_compiles_once_and_stays_close(setup, caplog):
     assert model[1][0].weight.is_contiguous() and isinstance(model[1][0], nn.Conv2d)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_engine_equals_the_cuda_reference(setup):
     model, x, indices, _ = setup
     gpu = get_registry().create_model("digits_cnn", "digits").cuda().eval()

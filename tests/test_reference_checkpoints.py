@@ -87,7 +87,7 @@ def test_dataparallel_torchvision_resnet50_reference_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(x), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_checkpoints_load_on_the_device_asked_for(tmp_path):
     path = tmp_path / "checkpoint.pth.tar"
     _save_reference(path, "cifar_resnet20", nn.Sequential(ReferenceNormalize(*CIFAR10), cifar_resnet20()))
