@@ -1,15 +1,20 @@
 """Helpers shared by the benchmark scripts: models, trained checkpoints, devices, FLOPs, peak
-figures, memory, isolation.
+figures, memory, isolation and time limits.
 
 Every measurement runs in a fresh process (``spawn``), so that one contender's warm caches,
-allocator state or peak memory never count for another.
+allocator state or peak memory never count for another. A measurement may be given a time
+limit: when it passes, its process and every process it started are killed
+(:func:`isolated`), and the contenders still to come are reported as not reached
+(:func:`run_contenders`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
+import os
 import re
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -95,6 +100,12 @@ def load_inputs(name: str, split: str = "test", data_dir: str | None = None) -> 
     return get_registry().dataset(name).load(split, data_dir=data_dir)
 
 
+def trained_path(name: str, folder: str | Path, epochs: int | None = None) -> Path:
+    """Where :func:`trained_checkpoint` keeps the :data:`TRAINED` model ``name`` (``epochs``: the table's)."""
+    arch, _, _, default_epochs, _ = TRAINED[name]
+    return Path(folder) / f"{name}_{arch}_gaussian_{TRAINED_SIGMA}_{epochs or default_epochs}epochs.pt"
+
+
 def trained_checkpoint(
     name: str, folder: str | Path, device: torch.device, epochs: int | None = None
 ) -> tuple[Path, str]:
@@ -107,7 +118,7 @@ def trained_checkpoint(
 
     arch, dataset, inputs, default_epochs, batch = TRAINED[name]
     epochs = epochs or default_epochs
-    path = Path(folder) / f"{name}_{arch}_gaussian_{TRAINED_SIGMA}_{epochs}epochs.pt"
+    path = trained_path(name, folder, epochs)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
@@ -182,11 +193,131 @@ def timed(device: torch.device, function: Callable[[], Any]) -> tuple[Any, float
     return result, time.perf_counter() - began, peak_memory_mib(device)
 
 
-def isolated(function: Callable[..., Any], *args: Any) -> Any:
-    """Run ``function(*args)`` in a fresh spawned process and return its result."""
+class OutOfTime(Exception):
+    """A measurement was stopped at its time limit (its processes killed), or not started for lack of time."""
+
+
+def _call(connection: Any, function: Callable[..., Any], args: tuple) -> None:
+    """Body of an :func:`isolated` process: its own process group, then ``function(*args)`` sent back."""
+    os.setpgid(0, 0)
+    try:
+        outcome = (True, function(*args))
+    except BaseException as error:  # sent to the parent, which raises it
+        outcome = (False, error)
+    try:
+        connection.send(outcome)
+    except Exception as error:  # an exception (or result) that does not pickle
+        connection.send((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]} ({error})")))
+    connection.close()
+
+
+def isolated(function: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
+    """Run ``function(*args)`` in a fresh spawned process and return its result (or raise its exception).
+
+    The process leads its own process group. With ``timeout`` (seconds), the group (the process,
+    its data-loader workers and compile workers) is killed when the time passes, and
+    :class:`OutOfTime` is raised; a ``timeout`` of zero or less raises it without starting.
+    A process that dies without answering (killed for memory, a crash) raises ``RuntimeError``.
+    """
+    if timeout is not None and timeout <= 0:
+        raise OutOfTime("not started: no time left")
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(function, *args).result()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_call, args=(sender, function, args))
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            raise OutOfTime(f"stopped by the time limit after {timeout:.0f} s")
+        succeeded, value = receiver.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(f"the measurement process ended without a result (exit code {process.exitcode})") from None
+    finally:
+        if process.is_alive():
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:  # not yet its own group leader
+                process.kill()
+        process.join()
+        receiver.close()
+    if not succeeded:
+        raise value
+    return value
+
+
+def deadline(time_limit: float | None) -> float | None:
+    """The ``time.monotonic()`` at which a run given ``time_limit`` seconds from now must stop (None: never)."""
+    return None if time_limit is None else time.monotonic() + time_limit
+
+
+def time_left(until: float | None) -> float | None:
+    """Seconds until ``until`` (a :func:`deadline`), or None."""
+    return None if until is None else until - time.monotonic()
+
+
+def run_contenders(
+    measure: Callable[[dict, str], dict],
+    config: dict,
+    contenders: list[str],
+    fastest: str,
+    until: float | None = None,
+    tolerated: tuple[type[BaseException], ...] = (),
+    required: tuple[str, ...] = (),
+    expected: dict[str, float] | None = None,
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """Measure every contender with ``measure(config, contender)`` in a fresh process, all of them
+    in turn ``config["repeats"]`` times; a contender's round with the smallest ``fastest`` figure counts.
+
+    Each result gets ``wall_seconds``: its whole process, start-up, warm-up and compilation
+    included. At ``until`` (a :func:`deadline`) the running contender is stopped; it and those
+    not started yet are left out. With ``expected`` (estimated seconds per contender), a
+    contender whose estimate exceeds the time left is not started. A contender whose
+    ``measure`` raises one of ``tolerated`` is left out too (its error printed), unless it is
+    ``required``; other errors propagate.
+
+    Returns
+    -------
+    results : dict
+        Contender to figures.
+    left_out : dict
+        Contender to why it has no figures (time limit, error).
+    """
+    results: dict[str, dict] = {}
+    left_out: dict[str, str] = {}
+    for round_ in range(config["repeats"]):
+        for contender in contenders:
+            if contender in left_out:
+                continue
+            guess, left = (expected or {}).get(contender), time_left(until)
+            if guess is not None and left is not None and guess > left and contender not in results:
+                left_out[contender] = f"not started: needs about {guess:.0f} s, {max(left, 0):.0f} s left"
+                continue
+            print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
+            began = time.monotonic()
+            try:
+                figures = isolated(measure, config, contender, timeout=time_left(until))
+            except OutOfTime as stopped:
+                if contender not in results:
+                    left_out[contender] = str(stopped)
+                continue
+            except tolerated as error:
+                if contender in required:
+                    raise
+                left_out[contender] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                print(f"{contender} {left_out[contender]}")
+                continue
+            figures["wall_seconds"] = time.monotonic() - began
+            if contender not in results or figures[fastest] < results[contender][fastest]:
+                results[contender] = figures
+    return results, left_out
+
+
+def add_time_limit_argument(parser: Any) -> None:
+    """``--time-limit SECONDS`` of the benchmark scripts."""
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="stop after this many seconds: the running contender is killed and it and the "
+                             "contenders still to come are reported as not reached (default: no limit)")
 
 
 def describe_device(device: torch.device) -> str:

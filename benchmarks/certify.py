@@ -14,6 +14,11 @@ here with ``--trained``), the same inputs, N0, N, alpha, sigma and forward batch
 * ``engine-bf16``, ``engine-fp16`` (``--amp``): the engine under autocast only, plus
   ``--channels-last`` / ``--compile`` when given.
 
+``--contenders`` names the ones to run (``engine`` too: without it, figures relative to the
+engine and agreements are not reported); ``--slow-images K`` lets ``art`` and ``loop``
+certify only the first K images (their seconds per image stay comparable), and
+``--time-limit`` stops the whole run after that many seconds (see ``_common.run_contenders``).
+
 The agreement of every ``engine-*`` contender with ``engine`` (the same noise, only the
 forward pass rounds differently) is reported: identical predictions and radius differences.
 Agreement means something on a trained model only: ``--trained digits`` (the digits CNN) and
@@ -53,20 +58,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     MODELS,
     TRAINED,
+    OutOfTime,
+    add_time_limit_argument,
     build_model,
+    deadline,
     describe_device,
     flops_per_sample,
     isolated,
     load_inputs,
     peak_tflops,
+    run_contenders,
+    time_left,
     timed,
     trained_checkpoint,
+    trained_path,
 )
 
 from catrs_plugin.certify.smoothing import Smooth  # noqa: E402
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound  # noqa: E402
 from catrs_plugin.cli._common import batch_size_argument, resolve_device  # noqa: E402
 from catrs_plugin.train.loop import AMP_DTYPES  # noqa: E402
+
+#: Contenders that ``--slow-images`` restricts to the first images.
+SLOW = ("art", "loop")
 
 
 def loop_certify(model, x, n0, n, alpha, sigma, batch, classes, device):
@@ -135,6 +149,8 @@ def measure(config, contender):
         x = inputs(config, shape)
     flops = flops_per_sample(model, shape, device)
     kind, _, variant = contender.partition("-")
+    if kind in SLOW and config["slow_images"]:
+        x = x[: config["slow_images"]]
     options, batch, precision = {}, config["batch"], variant or "fp32"
     if variant == "fast":
         options, batch, precision = {"fast": True}, config["fast_batch"], "bf16"
@@ -161,20 +177,24 @@ def measure(config, contender):
     }
 
 
-def report(results, config):
-    base = results["engine"]
-    print(f"device: {base['device']}")
-    print(f"model: {base['model']}, {base['gflops_per_sample']:.4g} GFLOP per forward "
+def report(results, config, left_out=None):
+    for name, why in (left_out or {}).items():
+        print(f"{name}: no figures ({why})")
+    if not results:
+        return
+    first, base = next(iter(results.values())), results.get("engine")
+    print(f"device: {first['device']}")
+    print(f"model: {first['model']}, {first['gflops_per_sample']:.4g} GFLOP per forward "
           f"sample; {config['images']} images, N0={config['n0']}, N={config['n']}, alpha={config['alpha']}, "
           f"sigma={config['sigma']}, batch={config['batch']}")
     print(f"{'contender':<13}{'s/image':>10}{'samples/s':>12}{'TFLOP/s':>10}{'% peak':>8}{'peak MiB':>10}"
           f"{'time / engine':>15}")
     for name, figures in results.items():
         share = f"{100 * figures['tflops'] / figures['peak']:.1f}" if figures["peak"] else "n/a"
+        relative = f"{figures['seconds_per_image'] / base['seconds_per_image']:.2f}x" if base else "n/a"
         print(f"{name:<13}{figures['seconds_per_image']:>10.3f}{figures['samples_per_second']:>12.0f}"
-              f"{figures['tflops']:>10.4f}{share:>8}{figures['memory_mib']:>10.0f}"
-              f"{figures['seconds_per_image'] / base['seconds_per_image']:>14.2f}x")
-    print(f"peak TFLOP/s: {base['peak_source']}")
+              f"{figures['tflops']:>10.4f}{share:>8}{figures['memory_mib']:>10.0f}{relative:>15}")
+    print(f"peak TFLOP/s: {first['peak_source']}")
     for name, figures in results.items():
         if figures["compile_seconds"] or figures["compile_seconds_in_run"]:
             print(f"{name}: compilation {figures['compile_seconds']:.1f} s in the warm-up (not timed), "
@@ -186,9 +206,11 @@ def report(results, config):
 
 
 def agreements(results):
-    """Per ``engine-*`` contender: identical predictions and radius differences against ``engine``."""
-    base = results["engine"]
+    """Per ``engine-*`` contender: identical predictions and radius differences against ``engine`` (if it ran)."""
+    base = results.get("engine")
     out = {}
+    if base is None:
+        return out
     for name, figures in results.items():
         if name.startswith("engine-"):
             same = figures["predictions"] == base["predictions"]
@@ -217,14 +239,16 @@ def build_parser():
                         help="training epochs of the --trained model (default: 30 for digits, 15 for digits32)")
     parser.add_argument("--data-dir", default=None, help="directory of file-based datasets")
     parser.add_argument("--images", type=int, default=2, help="inputs to certify (default: 2)")
+    parser.add_argument("--slow-images", type=int, default=None,
+                        help="inputs certified by art and loop, the first of --images (default: all of them)")
     parser.add_argument("--n0", type=int, default=100, help="selection samples (default: 100)")
     parser.add_argument("--n", type=int, default=1000, help="estimation samples (default: 1000)")
     parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
     parser.add_argument("--sigma", type=float, default=0.25, help="noise level (default: 0.25)")
     parser.add_argument("--batch", type=int, default=500, help="noisy samples per forward pass (default: 500)")
-    parser.add_argument("--contenders", nargs="+", choices=("engine", "art", "loop", "fast"),
+    parser.add_argument("--contenders", nargs="*", choices=("engine", "art", "loop", "fast"),
                         default=["engine", "art", "loop", "fast"],
-                        help="what to time besides --amp (default: engine art loop fast)")
+                        help="what to time besides --amp, in this order (default: engine art loop fast)")
     parser.add_argument("--fast-batch", type=batch_size_argument, default=None,
                         help="samples per forward pass of engine-fast: a number or auto (default: --batch)")
     parser.add_argument("--amp", nargs="*", choices=sorted(AMP_DTYPES), default=["bf16"],
@@ -237,6 +261,7 @@ def build_parser():
                         help="rounds over all contenders, each run in a fresh process; a contender's fastest "
                              "round counts (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_time_limit_argument(parser)
     return parser
 
 
@@ -245,34 +270,36 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.checkpoint and not args.dataset:
         parser.error("--checkpoint needs --dataset (the inputs of the checkpoint's model)")
-    report(run(vars(args)), vars(args))
+    results, left_out = run(vars(args))
+    report(results, vars(args), left_out)
 
 
 def run(options):
-    """Measure every contender (see the module docstring); ``options`` as parsed by :func:`main`."""
+    """Measure every contender (see the module docstring); ``options`` as parsed by :func:`main`.
+
+    ``options`` may also hold ``expected``, estimated seconds per contender (``gpu_table.py`` passes
+    its estimates). Returns the figures per contender and, per contender left out, why (see
+    ``_common.run_contenders``).
+    """
     config = {**options, "device": str(resolve_device(options["device"]))}
     config["fast_batch"] = config["fast_batch"] or config["batch"]
-    if config["trained"]:
-        path, config["dataset"] = trained_checkpoint(config["trained"], config["trained_dir"],
-                                                     torch.device(config["device"]), config["trained_epochs"])
-        config["checkpoint"] = str(path)
     names = {"fast": "engine-fast"}
-    contenders = list(dict.fromkeys(["engine", *(names.get(c, c) for c in config["contenders"]),
+    contenders = list(dict.fromkeys([*(names.get(c, c) for c in config["contenders"]),
                                      *(f"engine-{amp}" for amp in config["amp"])]))
-    results = {}
-    for round_ in range(config["repeats"]):
-        for contender in contenders:
-            print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
-            try:
-                figures = isolated(measure, config, contender)
-            except (MemoryError, RuntimeError) as error:  # e.g. ART's host-side noise for ImageNet at large N
-                if contender == "engine":
-                    raise
-                print(f"{contender} failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
-                continue
-            if contender not in results or figures["seconds_per_image"] < results[contender]["seconds_per_image"]:
-                results[contender] = figures
-    return results
+    until = deadline(config["time_limit"])
+    if config["trained"]:
+        path = trained_path(config["trained"], config["trained_dir"], config["trained_epochs"])
+        try:  # trained in a process of its own, which the time limit can stop
+            if not path.exists():
+                isolated(trained_checkpoint, config["trained"], config["trained_dir"], torch.device(config["device"]),
+                         config["trained_epochs"], timeout=time_left(until))
+        except OutOfTime as stopped:
+            return {}, {contender: f"training the model: {stopped}" for contender in contenders}
+        config["checkpoint"], config["dataset"] = str(path), TRAINED[config["trained"]][2]
+    # the engine's errors propagate; another contender's memory or runtime error (e.g. ART's host-side noise for
+    # ImageNet at large N) or a missing package (ART) leaves it out
+    return run_contenders(measure, config, contenders, "seconds_per_image", until, required=("engine",),
+                          tolerated=(MemoryError, RuntimeError, ImportError), expected=config.get("expected"))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from the same weights on the same data, so the fast paths must stay close to ``o
 matches in distribution).
 
 Each contender runs in a fresh process (all of them in turn ``--repeats`` times, the fastest
-round counting). Only ``--batches`` loader batches are timed (after one warm-up batch), and the time of a
-full epoch of ``--epoch-examples`` examples (50,000 for CIFAR-10) is extrapolated from them:
-the figures are labelled as such.
+round counting), in the order of ``--contenders``; ``--time-limit`` stops the whole run after
+that many seconds (see ``_common.run_contenders``). Only ``--batches`` loader batches are timed
+(after one warm-up batch), and the time of a full epoch of ``--epoch-examples`` examples
+(50,000 for CIFAR-10) is extrapolated from them: the figures are labelled as such.
 
 Example (CPU, a few minutes on 2 cores)::
 
@@ -49,7 +50,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import CIFAR, describe_device, isolated, timed  # noqa: E402
+from _common import CIFAR, add_time_limit_argument, deadline, describe_device, run_contenders, timed  # noqa: E402
 
 from catrs_plugin.backbones.normalize import NormalizeLayer  # noqa: E402
 from catrs_plugin.cli._common import resolve_device  # noqa: E402
@@ -193,11 +194,12 @@ def build_parser():
                         help="precision of ours-amp and ours-fast (default: bf16)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the reference loop (default: 0)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
-                        help="what to time (default: all)")
+                        help="what to time, in this order (default: all)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds over all contenders, each run in a fresh process; a contender's fastest "
                              "round counts (default: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_time_limit_argument(parser)
     return parser
 
 
@@ -206,20 +208,20 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.batch % args.m:
         parser.error("--batch must be a multiple of --m (each loader batch is split into M steps)")
-    report(run(vars(args)), vars(args))
+    results, left_out = run(vars(args))
+    report(results, vars(args), left_out)
 
 
 def run(options):
-    """Measure every contender (see the module docstring); ``options`` as parsed by :func:`main`."""
+    """Measure every contender (see the module docstring); ``options`` as parsed by :func:`main`.
+
+    ``options`` may also hold ``expected``, estimated seconds per contender (``gpu_table.py`` passes
+    its estimates). Returns the figures per contender and, per contender left out, why (see
+    ``_common.run_contenders``).
+    """
     config = {**options, "device": str(resolve_device(options["device"]))}
-    results = {}
-    for round_ in range(config["repeats"]):
-        for contender in config["contenders"]:
-            print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
-            figures = isolated(measure, config, contender)
-            if contender not in results or figures["seconds_per_batch"] < results[contender]["seconds_per_batch"]:
-                results[contender] = figures
-    return results
+    return run_contenders(measure, config, config["contenders"], "seconds_per_batch", deadline(config["time_limit"]),
+                          expected=config.get("expected"))
 
 
 def seconds_per_epoch(figures, config):
@@ -227,7 +229,11 @@ def seconds_per_epoch(figures, config):
     return figures["seconds_per_batch"] * -(-config["epoch_examples"] // config["batch"])
 
 
-def report(results, config):
+def report(results, config, left_out=None):
+    for name, why in (left_out or {}).items():
+        print(f"{name}: no figures ({why})")
+    if not results:
+        return
     first = next(iter(results.values()))
     print(f"device: {first['device']}")
     print(f"model: {config['model']}; batch {config['batch']} (M={config['m']} steps of "
