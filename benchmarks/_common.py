@@ -290,9 +290,13 @@ def run_contenders(
             if contender in left_out:
                 continue
             guess, left = (expected or {}).get(contender), time_left(until)
-            if guess is not None and left is not None and guess > left and contender not in results:
-                left_out[contender] = f"not started: needs about {guess:.0f} s, {max(left, 0):.0f} s left"
-                continue
+            if left is not None and contender not in results:
+                if left <= 0:
+                    left_out[contender] = "not started: no time left"
+                    continue
+                if guess is not None and guess > left:
+                    left_out[contender] = f"not started: needs about {guess:.0f} s, {left:.0f} s left"
+                    continue
             print(f"round {round_ + 1}: running {contender} ...", file=sys.stderr, flush=True)
             began = time.monotonic()
             try:
