@@ -35,9 +35,12 @@ out: the section may use what is left after reserving the smallest useful run of
 after it (as many of them, in order, as fit). Its contenders and sizes come from estimates
 (:data:`COSTS`): first the contenders, in priority order (as listed above), that fit at the
 section's smallest size, then the largest size (images, batches) at which those fit; they run
-cheapest first, so that one whose estimate was too low costs the others nothing. A section none of whose
+in that order, the compiling one last, so that a compilation longer than estimated costs the
+others nothing. A section none of whose
 contenders fits is skipped and marked "not reached within the budget"; so is a contender left
-out. A contender still running when the budget ends is killed with the processes it started.
+out. A contender still running when its section's seconds are up is killed with the processes
+it started, so that a section whose estimate was too low never takes the time reserved for the
+sections after it.
 Compilation happens inside each contender's process, in its warm-up, so it counts against the
 budget; it is reported apart (``compile s``, ``warm-up s``), as is each contender's whole
 process time. Without ``--budget`` every section runs at the GPU table's sizes.
@@ -92,6 +95,9 @@ MARGIN = 8.0
 TESTS_LIMIT = 120.0
 
 TESTS = "cuda-tests"
+
+#: The contenders that compile in their warm-up.
+COMPILING = ("engine-fast", "ours-fast")
 
 
 @dataclass(frozen=True)
@@ -277,7 +283,7 @@ class Planner:
             return self.scale * COSTS[self.device][TESTS]["pytest"]
         costs, spec = COSTS[self.device][name], SECTIONS[name]
         config = vars(spec.script.build_parser().parse_args(argv))
-        fast = contender in ("engine-fast", "ours-fast")
+        fast = contender in COMPILING
         if spec.script is certify:
             per_image = config["n0"] + config["n"]
             images = config["images"]
@@ -301,12 +307,12 @@ class Planner:
         return self.scale * (COSTS[self.device]["start"] + COSTS[self.device][name]["train"])
 
     def _planned(self, name: str, contenders: list[str], size: int | None, left_out: dict[str, str]) -> Plan:
-        """``contenders`` at ``size``; they run cheapest first (certification: the autocast ones last),
-        so that a contender whose estimate is too low costs the others of its section nothing."""
-        argv = [] if size is None else arguments(name, self.quick, contenders, size)
+        """``contenders`` at ``size``. They run in priority order, except that the compiling one runs
+        last (and certification's autocast ones after it), so that a compilation that takes longer
+        than estimated costs the others of its section nothing."""
+        order = sorted(contenders, key=lambda contender: contender in COMPILING)
+        argv = [] if size is None else arguments(name, self.quick, order, size)
         seconds = {c: self.estimate(name, c, argv) for c in contenders}
-        if size is not None:
-            argv = arguments(name, self.quick, sorted(contenders, key=seconds.get), size)
         return Plan(seconds, size, argv, self.setup(name, argv) + sum(seconds.values()), left_out)
 
     def contenders(self, name: str) -> tuple[str, ...]:
@@ -594,11 +600,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} (estimated {chosen.estimate:.0f} s"
               + ("" if left is None else f" of {seconds:.0f} s given, {left:.0f} s left") + ")",
               file=sys.stderr, flush=True)
-        try:
+        try:  # the section stops when the seconds it was given are up, keeping the later sections' reserve
             if name == TESTS:
-                data = {**run_tests(out, None if end is None else end - time.monotonic()), "estimate": chosen.estimate}
+                data = {**run_tests(out, seconds), "estimate": chosen.estimate}
             else:
-                data = run_section(name, chosen, args, None if end is None else end - time.monotonic())
+                data = run_section(name, chosen, args, seconds)
         except Exception:  # noqa: BLE001 -- one broken section must not cost the others
             traceback.print_exc()
             states[name], broken = f"failed: {traceback.format_exc().strip().splitlines()[-1][:200]}", True
