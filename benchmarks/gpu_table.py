@@ -167,7 +167,7 @@ ORDER = (TESTS, *SECTIONS)
 #: longer, which :attr:`Planner.scale` then accounts for.
 COSTS = {
     "cuda": {
-        "start": 15.0,
+        "start": 10.0,
         TESTS: {"pytest": 90.0},
         "certify-resnet110": {"compile": 90.0, "engine": 43_000, "engine-fast": 150_000, "art": 10_000,
                               "loop": 40_000, "engine-bf16": 82_000},
