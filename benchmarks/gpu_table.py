@@ -3,7 +3,7 @@
 Sections, in the order they run (their priority). Each benchmark section runs
 ``benchmarks/certify.py`` or ``benchmarks/train.py`` (every contender in a fresh process) and
 prints that script's report; every section stores what it found in ``OUTPUT/SECTION.json`` as
-soon as it ends, and a rerun reuses the sections already stored (``--rerun`` measures again):
+soon as it ends, and a rerun reuses the sections stored complete (``--rerun`` measures again):
 
 * ``cuda-tests``: ``pytest -m cuda`` with ``CATRS_TEST_COMPILE=1``: the tests marked ``cuda``
   (the engine on the GPU, the fast path under CUDA graphs, the sync-free training steps, a
@@ -36,14 +36,13 @@ after it (as many of them, in order, as fit). Its contenders and sizes come from
 (:data:`COSTS`): first the contenders, in priority order (as listed above), that fit at the
 section's smallest size, then the largest size (images, batches) at which those fit; they run
 in that order, the compiling one last, so that a compilation longer than estimated costs the
-others nothing. A section none of whose
-contenders fits is skipped and marked "not reached within the budget"; so is a contender left
-out. A contender still running when its section's seconds are up is killed with the processes
-it started, so that a section whose estimate was too low never takes the time reserved for the
-sections after it.
-Compilation happens inside each contender's process, in its warm-up, so it counts against the
-budget; it is reported apart (``compile s``, ``warm-up s``), as is each contender's whole
-process time. Without ``--budget`` every section runs at the GPU table's sizes.
+others nothing. A section none of whose contenders fits is skipped and marked "not reached
+within the budget"; so is a contender left out. A contender still running when its section's
+seconds are up is killed with the processes it started, so that a section whose estimate was
+too low never takes the time reserved for the sections after it. Compilation happens inside
+each contender's process, in its warm-up, so it counts against the budget; it is reported apart
+(``compile s``, ``warm-up s``), as is each contender's whole process time. Without ``--budget``
+every section runs at the GPU table's sizes.
 
 At the end it prints (and writes to ``OUTPUT/table.rst``) the sections' state, every target
 marked met, NOT met, or not reached within the budget, and the tables in reStructuredText.
