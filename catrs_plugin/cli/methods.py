@@ -37,6 +37,7 @@ def describe(method: Method) -> dict[str, Any]:
         },
         "needs_soft_labels": method.needs_soft_labels,
         "chunks": method.chunks,
+        "data_schedule": method.schedule is not None,
     }
 
 
@@ -58,6 +59,8 @@ def format_methods(descriptions: list[dict[str, Any]]) -> str:
         lines.append(f"  presets: {presets}")
         if item["needs_soft_labels"]:
             lines.append("  needs soft labels (smoothed predictions of a teacher)")
+        if item.get("data_schedule"):
+            lines.append("  has a data schedule: chooses which training examples each epoch draws, and how often")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 

@@ -1,12 +1,13 @@
-"""What every training method provides: a loss on one batch, defaults, paper presets and the
-types and ranges of its hyper-parameters."""
+"""What every training method provides: a loss on one batch, defaults, paper presets, the
+types and ranges of its hyper-parameters and, optionally, a data schedule: which training
+examples each epoch draws, and how often (:class:`DataSchedule`, :class:`ScheduleHook`)."""
 
 from __future__ import annotations
 
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import numpy as np
 import torch
@@ -47,6 +48,115 @@ class TrainBatch:
 
 
 LossFunction = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DataSchedule:
+    """Which training examples an epoch draws, and how often.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray
+        The examples the epoch draws from: distinct indices into the whole training set
+        (``int64``). Soft labels follow their examples.
+    weights : numpy.ndarray or None
+        One positive sampling weight per entry of ``indices`` (``float64``): the epoch draws
+        ``draws`` examples with replacement, each with probability proportional to its weight
+        (as ``torch.utils.data.WeightedRandomSampler`` does). ``None``: every example equally.
+    draws : int or None
+        Examples per epoch, drawn with replacement. ``None`` (only without ``weights``): the
+        epoch visits every example of ``indices`` once, in a shuffled order, as plain training does.
+    """
+
+    indices: np.ndarray
+    weights: np.ndarray | None = None
+    draws: int | None = None
+
+    @classmethod
+    def everything(cls, count: int) -> "DataSchedule":
+        """Every one of ``count`` examples once per epoch: the schedule of a method without a hook."""
+        return cls(np.arange(count, dtype=np.int64))
+
+    def check(self, count: int, name: str = "data schedule") -> "DataSchedule":
+        """This schedule with canonical dtypes, if it is valid for a training set of ``count`` examples.
+
+        Raises
+        ------
+        ValueError
+            Naming ``name`` and what is wrong (empty, an index out of range or repeated, weights of
+            another length or not finite and positive, ``draws`` below 1 or missing with weights).
+        """
+        indices = np.asarray(self.indices)
+        if indices.ndim != 1 or not len(indices) or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(f"{name}: indices must be a non-empty 1-d array of integers, got shape {indices.shape} "
+                             f"of {indices.dtype}")
+        if indices.min() < 0 or indices.max() >= count or len(np.unique(indices)) != len(indices):
+            raise ValueError(f"{name}: indices must be distinct and lie in [0, {count}), got {len(indices)} indices "
+                             f"in [{indices.min()}, {indices.max()}]")
+        weights = None if self.weights is None else np.asarray(self.weights, dtype=np.float64)
+        if weights is not None and (weights.shape != indices.shape or not np.all(np.isfinite(weights))
+                                    or not np.all(weights > 0)):
+            raise ValueError(f"{name}: weights must be finite, > 0 and one per index ({len(indices)}), got shape "
+                             f"{weights.shape} in [{weights.min(initial=np.inf):g}, {weights.max(initial=-np.inf):g}]")
+        if (self.draws is None and weights is not None) or (self.draws is not None and not (
+                isinstance(self.draws, numbers.Integral) and self.draws >= 1)):
+            raise ValueError(f"{name}: draws must be an integer >= 1 (and is needed with weights), got {self.draws!r}")
+        draws = None if self.draws is None else int(self.draws)
+        return DataSchedule(indices.astype(np.int64), weights, draws)
+
+
+@dataclass(frozen=True)
+class EpochView:
+    """What a method's data schedule sees at the start of an epoch.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The model being trained (not wrapped for DDP or ``torch.compile``), on its device, as the
+        previous epoch left it. A hook that evaluates it should do so in eval mode without
+        gradients (:func:`catrs_plugin.certify.smoothing.evaluating`, ``torch.no_grad``).
+    epoch : int
+        The 0-based epoch about to start. (The run's length is not part of the view: a schedule must
+        not depend on it, so that a longer run continues a shorter one's checkpoint exactly.)
+    sigma : float
+        Training noise level.
+    size : int
+        Examples in the whole training set.
+    examples : callable
+        ``examples(indices, batch_size)`` yields ``(x, y)`` batches (tensors on the model's
+        device) of the training examples ``indices``, in that order, as training sees them: with
+        the data set's training augmentation, one view per example drawn from a generator
+        seeded by ``(seed, epoch)``.
+    generator : torch.Generator
+        Source of every random draw the hook makes (noise), on the model's device, seeded by
+        ``(seed, epoch)``.
+    """
+
+    model: nn.Module
+    epoch: int
+    sigma: float
+    size: int
+    examples: Callable[[np.ndarray, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    generator: torch.Generator
+
+    def gaussian(self, *shape: int) -> torch.Tensor:
+        """Draw ``N(0, sigma^2 I)`` noise of ``shape`` from the generator."""
+        return torch.randn(shape, generator=self.generator, device=self.generator.device) * self.sigma
+
+
+class ScheduleHook(Protocol):
+    """The hook specification of :attr:`Method.schedule`: which examples the next epoch trains on.
+
+    The training loop calls it at the start of every epoch (a resumed run too) with the
+    schedule in force, :meth:`DataSchedule.everything` before the first change, and trains the
+    epoch on the schedule it returns. That schedule is kept in the checkpoint, so a resumed
+    run continues with the examples and weights an uninterrupted one would have; under DDP
+    every rank calls the hook and then takes rank 0's schedule, so every rank draws the same
+    examples. The hook receives every hyper-parameter of the method as keywords (take the ones
+    it uses and ``**others``) and must draw its random numbers from ``view.generator`` only.
+    """
+
+    def __call__(self, view: EpochView, current: DataSchedule, **hyperparameters: Any) -> DataSchedule: ...
 
 
 @dataclass(frozen=True)
@@ -139,6 +249,10 @@ class Method:
         ``{preset name: {TrainConfig field: value}}``: optimiser settings a preset brings where
         the method's reference trains differently from the shared recipe (e.g. MACER's own
         learning rate 0.01, weight decay 5e-4 and 440 epochs); see :meth:`train_settings`.
+    schedule : ScheduleHook or None
+        Chooses, at the start of every epoch, which training examples the epoch draws and how
+        often (e.g. discarding hard examples, reweighting the others); see :class:`ScheduleHook`.
+        ``None`` (most methods): every example once per epoch.
     """
 
     name: str
@@ -151,6 +265,7 @@ class Method:
     description: str = ""
     declared: Mapping[str, HyperParameter] = field(default_factory=dict)
     training: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    schedule: ScheduleHook | None = None
 
     def check_hyperparameter(self, name: str, value: Any, label: str | None = None) -> Any:
         """``value`` checked against the declaration of hyper-parameter ``name`` (unchecked without one).

@@ -1,5 +1,5 @@
-"""The core's built-in registrations: the methods of the CAT-RS paper's table, the digits CNN and the
-reference code's CIFAR ResNets and LeNet (:mod:`catrs_plugin.backbones`)."""
+"""The core's built-in registrations: the methods of the CAT-RS paper's table and Sun et al.'s (ICML 2025),
+the digits CNN and the reference code's CIFAR ResNets and LeNet (:mod:`catrs_plugin.backbones`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from catrs_plugin.methods.macer import MACER
 from catrs_plugin.methods.smoothadv import SMOOTHADV
 from catrs_plugin.methods.smoothmix import SMOOTHMIX
 from catrs_plugin.methods.stability import STABILITY
+from catrs_plugin.methods.sun2025 import SUN2025
 from catrs_plugin.plugins.hookspecs import hookimpl
 from catrs_plugin.plugins.specs import ModelSpec
 
 
 @hookimpl
 def catrs_register_methods() -> list[Method]:
-    return [GAUSSIAN, STABILITY, SMOOTHADV, MACER, CONSISTENCY, SMOOTHMIX, CATRS]
+    return [GAUSSIAN, STABILITY, SMOOTHADV, MACER, CONSISTENCY, SMOOTHMIX, CATRS, SUN2025]
 
 
 @hookimpl

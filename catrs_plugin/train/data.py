@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from catrs_plugin.certify.smoothing import Smooth, derive_seed, model_device
 from catrs_plugin.plugins.specs import DatasetSpec
 from catrs_plugin.train.augmentation import VIEW_STREAM, one_view
-from catrs_plugin.train.loop import LoaderData, TensorData, epoch_order, rank_share
+from catrs_plugin.train.data_schedule import epoch_order
+from catrs_plugin.train.loop import LoaderData, TensorData, rank_share
 from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
 from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.atomic import save_npy_atomic
@@ -85,30 +86,34 @@ class SeededDataset(Dataset):
 class EpochBatchSampler(Sampler):
     """Loader batches in the order :class:`~catrs_plugin.train.loop.TensorData` uses, one rank's share each.
 
-    Epoch ``e`` visits the examples in the permutation seeded by ``(seed, e)``, cut into batches
-    of ``batch_size``; with ``world`` processes each rank gets its equal contiguous share of every
-    batch, so under ``torchrun`` every image is decoded by one rank only.
+    Epoch ``e`` visits the examples in the permutation seeded by ``(seed, e)`` (or the order a
+    method's data schedule gives), cut into batches of ``batch_size``; with ``world`` processes
+    each rank gets its equal contiguous share of every batch, so under ``torchrun`` every image is
+    decoded by one rank only.
     """
 
     def __init__(self, count: int, batch_size: int) -> None:
         self.count = count
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.seed, self.epoch, self.rank, self.world = 0, 0, 0, 1
+        self.order: torch.Tensor | None = None
 
-    def set_epoch(self, seed: int, epoch: int, rank: int = 0, world: int = 1) -> None:
-        """Draw the next iteration's batches for ``(seed, epoch)``, rank ``rank`` of ``world``."""
+    def set_epoch(self, seed: int, epoch: int, rank: int = 0, world: int = 1, order: torch.Tensor | None = None) -> None:
+        """Draw the next iteration's batches for ``(seed, epoch)``, rank ``rank`` of ``world``; ``order``:
+        the examples a data schedule chose for the epoch (default: every example once)."""
         self.seed, self.epoch, self.rank, self.world = int(seed), int(epoch), int(rank), int(world)
+        self.order = order
 
     def __iter__(self):
-        order = epoch_order(self.count, self.seed, self.epoch)
-        for start in range(0, self.count, self.batch_size):
+        order = epoch_order(self.count, self.seed, self.epoch) if self.order is None else self.order
+        for start in range(0, len(order), self.batch_size):
             take = order[start : start + self.batch_size]
             take = take[rank_share(len(take), self.rank, self.world)]
             if len(take):  # a last batch smaller than the number of ranks gives every rank nothing
                 yield take.tolist()
 
     def __len__(self) -> int:
-        return -(-self.count // self.batch_size)
+        return -(-(self.count if self.order is None else len(self.order)) // self.batch_size)
 
 
 def loader_of(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, pin_memory: bool) -> DataLoader:

@@ -6,7 +6,10 @@ Per epoch: set the learning rate the reference scripts use in that epoch
 augmentation, drawn from a generator seeded by ``(seed, epoch, batch)``; split each loader
 batch into ``method.chunks`` optimizer steps (the reference code's mini-batch chunking);
 compute the method's loss with noise drawn from a device generator seeded by
-``(seed, epoch)``; write a checkpoint atomically. A run restarted with the same arguments
+``(seed, epoch)``; write a checkpoint atomically. A method with a data schedule
+(:attr:`~catrs_plugin.methods.base.Method.schedule`) chooses at the start of each epoch which
+examples it draws and how often (:mod:`catrs_plugin.train.data_schedule`); the schedule is part of
+the checkpoint. A run restarted with the same arguments
 resumes after the last finished epoch and repeats its numbers; the checkpoint records what
 produced it (method, hyper-parameters, data, augmentation, optimisation settings: see
 :mod:`catrs_plugin.utils.provenance`) and a run with other settings refuses to resume it. An epoch
@@ -35,12 +38,21 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from catrs_plugin.certify.smoothing import derive_seed, model_device
-from catrs_plugin.methods.base import Method, TrainBatch
+from catrs_plugin.methods.base import DataSchedule, Method, TrainBatch
 from catrs_plugin.train.checkpoint import check_training_state, load_state, read_checkpoint, save_checkpoint
+from catrs_plugin.train.data_schedule import (
+    SCHEDULE_VIEW_STREAM,
+    epoch_order,
+    next_schedule,
+    schedule_from_state,
+    schedule_state,
+    scheduled_order,
+    training_size,
+)
 from catrs_plugin.train.fast_step import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.train.schedules import learning_rate
 from catrs_plugin.utils import locking, provenance
@@ -56,6 +68,11 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 #: Share of the free GPU memory that in-memory training data may take to be moved there once.
 DATA_ON_DEVICE_FRACTION = 0.25
+
+#: Why file-based data with another loader cannot follow a method's data schedule.
+_SCHEDULED_LOADER = ("this method's data schedule chooses the examples of each epoch, which needs in-memory "
+                     "training data (TensorData) or a loader from catrs_plugin.train.data.loader_of (its "
+                     "EpochBatchSampler draws the scheduled examples)")
 
 
 @dataclass
@@ -152,11 +169,6 @@ class TrainingDiverged(ValueError):
     """The training loss of an epoch was not finite; the run stopped before saving that epoch."""
 
 
-def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order in which epoch ``epoch`` visits ``count`` examples (a permutation seeded by ``(seed, epoch)``)."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
-
-
 def rank_share(count: int, rank: int, world: int) -> slice:
     """Rank ``rank``'s equal contiguous share of a batch of ``count`` (the remainder is dropped)."""
     if world == 1:
@@ -198,17 +210,21 @@ class TensorData:
         return len(self.x)
 
     def batches(
-        self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1
+        self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1,
+        order: torch.Tensor | None = None,
     ) -> Iterator[tuple]:
         """Yield ``(x, y, soft_labels or None)`` batches of one epoch, on ``device``.
 
-        With ``world > 1`` processes, each loader batch of ``batch_size`` examples is cut into
-        ``world`` equal contiguous shares (the remainder is dropped so that every rank takes
-        the same number of steps) and this rank gets share ``rank``. The augmentation is drawn
-        for the whole loader batch before it is cut, so every rank count sees the same images.
+        The epoch visits the examples ``order`` names (a data schedule's
+        :func:`~catrs_plugin.train.data_schedule.scheduled_order`), by default every example in
+        :func:`~catrs_plugin.train.data_schedule.epoch_order`. With ``world > 1`` processes, each
+        loader batch of ``batch_size`` examples is cut into ``world`` equal contiguous shares (the
+        remainder is dropped so that every rank takes the same number of steps) and this rank gets
+        share ``rank``. The augmentation is drawn for the whole loader batch before it is cut, so
+        every rank count sees the same images.
         """
         # The order lives where the data does, so that no batch waits for an index copy.
-        order = epoch_order(len(self.x), seed, epoch).to(self.x.device)
+        order = (epoch_order(len(self.x), seed, epoch) if order is None else order).to(self.x.device)
         for number, start in enumerate(range(0, len(order), batch_size)):
             take = order[start : start + batch_size]
             x = self.x[take].to(device)
@@ -218,9 +234,24 @@ class TensorData:
             soft = None if self.soft is None else self.soft[take[keep]].to(device)
             yield x[keep], self.y[take[keep]].to(device), soft
 
-    def num_batches(self, batch_size: int) -> int:
-        """Loader batches per epoch."""
-        return -(-len(self.x) // batch_size)
+    def num_batches(self, batch_size: int, order: torch.Tensor | None = None) -> int:
+        """Loader batches per epoch (of one visiting ``order``)."""
+        return -(-(len(self.x) if order is None else len(order)) // batch_size)
+
+    def views(
+        self, indices: np.ndarray, batch_size: int, device: torch.device, seed: int, epoch: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y)`` batches of the examples ``indices``, in that order, on ``device``, with the
+        training augmentation drawn from a generator seeded by ``(seed, epoch, SCHEDULE_VIEW_STREAM, batch)``
+        (what a data schedule reads, :attr:`~catrs_plugin.methods.base.EpochView.examples`)."""
+        order = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.x.device)
+        for number, start in enumerate(range(0, len(order), batch_size)):
+            take = order[start : start + batch_size]
+            x = self.x[take].to(device)
+            if self.augment is not None:
+                stream = derive_seed(seed, epoch, SCHEDULE_VIEW_STREAM, number)
+                x = self.augment(x, torch.Generator(device=device).manual_seed(stream))
+            yield x, self.y[take].to(device)
 
     def to(self, device: torch.device) -> "TensorData":
         """A copy whose tensors live on ``device`` (batches are then gathered there)."""
@@ -254,15 +285,20 @@ class LoaderData:
         self.loader = loader
 
     def batches(
-        self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1
+        self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1,
+        order: torch.Tensor | None = None,
     ) -> Iterator[tuple]:
         """Yield ``(x, y, soft_labels or None)`` batches of one epoch on ``device``; with
-        ``world > 1`` processes, rank ``rank`` takes its equal contiguous share of each batch."""
+        ``world > 1`` processes, rank ``rank`` takes its equal contiguous share of each batch.
+        A data schedule's ``order`` goes to the batch sampler's ``set_epoch(..., order=order)``
+        (:class:`~catrs_plugin.train.data.EpochBatchSampler` has it)."""
         sampler = getattr(self.loader, "sampler", None)
         batch_sampler = getattr(self.loader, "batch_sampler", None)
         sharded = callable(getattr(batch_sampler, "set_epoch", None))
+        if order is not None and not sharded:
+            raise ValueError(_SCHEDULED_LOADER)
         if sharded:
-            batch_sampler.set_epoch(seed, epoch, rank, world)
+            batch_sampler.set_epoch(seed, epoch, rank, world, **({} if order is None else {"order": order}))
         elif isinstance(sampler, RandomSampler):
             sampler.generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
         dataset = getattr(self.loader, "dataset", None)
@@ -284,9 +320,26 @@ class LoaderData:
                 None if soft is None else soft.to(device, torch.float32, non_blocking=True),
             )
 
-    def num_batches(self, batch_size: int) -> int | None:
-        """Batches per epoch when the loader has a length, else None."""
+    def num_batches(self, batch_size: int, order: torch.Tensor | None = None) -> int | None:
+        """Batches per epoch (of one visiting ``order``) when the loader has a length, else None."""
+        if order is not None:
+            return -(-len(order) // self.loader.batch_sampler.batch_size)
         return len(self.loader) if hasattr(self.loader, "__len__") else None
+
+    def views(
+        self, indices: np.ndarray, batch_size: int, device: torch.device, seed: int, epoch: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y)`` batches of the examples ``indices``, in that order, on ``device``, each
+        decoded and augmented as this epoch's training draws it (the dataset's ``set_epoch``)."""
+        dataset = self.loader.dataset
+        if callable(getattr(dataset, "set_epoch", None)):
+            dataset.set_epoch(seed, epoch)
+        subset = Subset(dataset, np.asarray(indices, dtype=np.int64).tolist())
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=getattr(self.loader, "num_workers", 0),
+                            pin_memory=getattr(self.loader, "pin_memory", False))
+        for batch in loader:
+            yield batch[0].to(device, torch.float32), batch[1].to(device, torch.long)
+
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -381,8 +434,11 @@ def train(
         data = data.to(device)
     history: list[dict[str, float]] = []
     start_epoch = 0
+    schedule = DataSchedule.everything(training_size(data)) if method.schedule is not None else None
     if config.checkpoint and Path(config.checkpoint).exists():
-        start_epoch, history = _resume(config.checkpoint, model, optimizer, scaler, record, device)
+        start_epoch, history, saved = _resume(config.checkpoint, model, optimizer, scaler, record, device)
+        if schedule is not None and saved is not None:
+            schedule = schedule_from_state(saved, len(schedule.indices), config.checkpoint)
         if start_epoch < config.epochs:
             logger.info("%s: resuming from epoch %d of %d", config.checkpoint, start_epoch, config.epochs)
         else:
@@ -393,13 +449,18 @@ def train(
         if scheduled:
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate(epoch)
+        order = None
+        if schedule is not None:
+            schedule = next_schedule(method, hyperparameters, schedule, model, data, epoch=epoch, sigma=sigma,
+                                     seed=config.seed, device=device, world=world)
+            order = scheduled_order(schedule, config.seed, epoch)
         streams = (config.seed, epoch, 1) if world == 1 else (config.seed, epoch, 1, rank)
         generator = torch.Generator(device=device).manual_seed(derive_seed(*streams))
         net.train()
         total, count = torch.zeros((), device=device), 0
         bar = tqdm(
-            data.batches(epoch, config.batch_size, config.seed, device, rank, world),
-            total=data.num_batches(config.batch_size),
+            data.batches(epoch, config.batch_size, config.seed, device, rank, world, order),
+            total=data.num_batches(config.batch_size, order),
             desc=f"{method.name} epoch {epoch + 1}/{config.epochs}",
             disable=not config.progress or rank != 0,
             leave=False,
@@ -459,6 +520,7 @@ def train(
                     "rng_state": torch.get_rng_state(),
                     **({"cuda_rng_state": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
                     **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
+                    **({"data_schedule": schedule_state(schedule)} if schedule is not None else {}),
                 },
             )
         if epoch_end is not None:
@@ -511,7 +573,8 @@ def _resume(
     scaler: torch.amp.GradScaler,
     record: Mapping[str, Any],
     device: torch.device,
-) -> tuple[int, list[dict[str, float]]]:
+) -> tuple[int, list[dict[str, float]], dict[str, Any] | None]:
+    """Load the checkpoint's weights and states; return its epoch, history and data schedule (or None)."""
     payload = read_checkpoint(path, map_location=device)
     epoch = check_training_state(payload, path, optimizer, device)
     provenance.check(payload.get("provenance"), record, path, "checkpoint", RESTART_HINT)
@@ -523,4 +586,4 @@ def _resume(
         torch.cuda.set_rng_state(payload["cuda_rng_state"].cpu(), device)
     if "scaler" in payload and scaler.is_enabled():
         scaler.load_state_dict(payload["scaler"])
-    return epoch, list(payload.get("history", []))
+    return epoch, list(payload.get("history", [])), payload.get("data_schedule")
