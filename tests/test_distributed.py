@@ -105,7 +105,7 @@ WORKER = textwrap.dedent(
     import numpy as np, torch, torch.nn.functional as F
     from catrs_adapters.datasets import load_digits
     from catrs_plugin.certify.distributed import init_from_env, rank_and_world
-    from catrs_plugin.methods.base import Method
+    from catrs_plugin.methods.base import DataSchedule, Method
     from catrs_plugin.plugins.registry import get_registry
     from catrs_plugin.train.loop import TensorData, TrainConfig, train
 
@@ -116,9 +116,21 @@ WORKER = textwrap.dedent(
     x, y = x[:200], y[:200]
     soft = np.random.default_rng(0).dirichlet(np.ones(10), size=200).astype(np.float32)
     clean = Method("clean", "-", lambda model, batch: F.cross_entropy(model(batch.inputs), batch.targets), {})
+    seen = []
+
+    def one_class(view, current):  # each rank's own answer: the examples of the class numbered like the rank
+        return DataSchedule(np.flatnonzero(y == rank), draws=40)
+
+    def recorded(model, batch):
+        seen.extend(batch.targets.tolist())
+        return F.cross_entropy(model(batch.inputs), batch.targets)
+
     registry = get_registry()
+    tiny = {"discard_epoch": 1, "discard_threshold": 0.3, "discard_samples": 20, "attack_steps": 1,
+            "reweight_every": 1}
     runs = [("clean", clean, {}), ("gaussian", registry.method("gaussian"), {}),
-            ("catrs", registry.method("catrs"), {"num_steps": 1})]
+            ("catrs", registry.method("catrs"), {"num_steps": 1}), ("sun2025", registry.method("sun2025"), tiny),
+            ("ranked", Method("ranked", "-", recorded, {}, schedule=one_class), {})]
     for name, method, hp in runs:
         torch.manual_seed(0)
         model = registry.create_model("digits_cnn", "digits")
@@ -127,6 +139,8 @@ WORKER = textwrap.dedent(
         torch.save(model.state_dict(), f"{out}/{name}.w{world}.r{rank}.pt")
         with open(f"{out}/{name}.w{world}.r{rank}.json", "w") as handle:
             json.dump(history, handle)
+    with open(f"{out}/seen.w{world}.r{rank}.json", "w") as handle:
+        json.dump(seen, handle)
     """
 )
 
@@ -137,7 +151,7 @@ def test_ddp_training_with_two_gloo_processes(tmp_path):
     torchrun(str(script), str(tmp_path))
     subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, timeout=120)
     load = lambda name: torch.load(tmp_path / name, weights_only=True)  # noqa: E731
-    for name in ("clean", "gaussian", "catrs"):
+    for name in ("clean", "gaussian", "catrs", "sun2025", "ranked"):
         rank0, rank1 = load(f"{name}.w2.r0.pt"), load(f"{name}.w2.r1.pt")
         single = load(f"{name}.w1.r0.pt")
         for key in rank0:
@@ -150,8 +164,12 @@ def test_ddp_training_with_two_gloo_processes(tmp_path):
             # Without noise, averaging the gradients of two half batches is the full-batch step.
             for key in single:
                 torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5)
-        else:
+        elif name != "ranked":
             assert any(not torch.equal(rank0[key], single[key]) for key in single)  # each rank draws its own noise
+    assert len(load("sun2025.w2.pt")["data_schedule"]["indices"]) < 200  # it discarded under DDP too
+    # Each rank's schedule hook answered its own class; every rank trained on rank 0's answer.
+    for rank in (0, 1):
+        assert set(json.loads((tmp_path / f"seen.w2.r{rank}.json").read_text())) == {0}
 
 
 @pytest.fixture(scope="module")

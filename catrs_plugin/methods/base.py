@@ -139,9 +139,11 @@ class EpochView:
     examples: Callable[[np.ndarray, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
     generator: torch.Generator
 
-    def gaussian(self, *shape: int) -> torch.Tensor:
-        """Draw ``N(0, sigma^2 I)`` noise of ``shape`` from the generator."""
-        return torch.randn(shape, generator=self.generator, device=self.generator.device) * self.sigma
+    def gaussian(self, copies: int, like: torch.Tensor) -> torch.Tensor:
+        """Draw ``N(0, sigma^2 I)`` noise for ``copies`` noisy copies of the batch ``like``: shape
+        ``(copies, *like.shape)``, in its dtype and on its device, from the generator."""
+        return torch.randn((copies, *like.shape), generator=self.generator, device=like.device,
+                           dtype=like.dtype) * self.sigma
 
 
 class ScheduleHook(Protocol):

@@ -131,7 +131,7 @@ def correct_counts(view: EpochView, indices: np.ndarray, samples: int) -> np.nda
     counts = []
     with evaluating(view.model), torch.no_grad():
         for x, y in view.examples(indices, max(1, NOISY_BATCH // samples)):
-            predictions = noisy_logits(view.model, x, view.gaussian(samples, *x.shape)).argmax(dim=-1)
+            predictions = noisy_logits(view.model, x, view.gaussian(samples, x)).argmax(dim=-1)
             counts.append((predictions == y).sum(dim=0).cpu())
     return torch.cat(counts).numpy().astype(np.int64)
 
