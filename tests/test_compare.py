@@ -69,11 +69,20 @@ def test_outputs_and_shared_teacher(finished):
     assert [e["preset"] for e in summary["methods"]] == ["paper", "quick", "paper"]  # quick where defined
     with open(directory / "summary.csv", newline="") as handle:
         table = list(csv.reader(handle))
-    assert table[0][:3] == ["method", "n", "ACR"] and "train s/epoch" in table[0] and len(table) == 4
-    assert float(table[1][2]) == pytest.approx(summary["methods"][0]["acr"], rel=1e-5)
+    assert table[0][:5] == ["method", "n", "N", "alpha", "ACR"] and "train s/epoch" in table[0] and len(table) == 4
+    header = table[0]
+    assert header[header.index("pA<=0.5"):header.index("at cap") + 1] == [
+        "pA<=0.5", "pA<=0.75", "pA<=0.9", "pA<=0.99", "at cap"]
+    assert [row[2:4] for row in table[1:]] == [["100", "0.01"]] * 3  # the N and alpha of every ACR
+    assert float(table[1][4]) == pytest.approx(summary["methods"][0]["acr"], rel=1e-5)
+    for entry, row in zip(summary["methods"], table[1:]):
+        assert float(row[header.index("at cap")]) == pytest.approx(entry["at_cap"])
+        assert float(row[header.index("pA<=0.5")]) == pytest.approx(entry["p_lower_cdf"]["0.5"])
+        assert entry["p_lower_cdf"]["0.5"] == pytest.approx(1 - entry["certified_accuracy"]["0.0"], abs=1 / 12)
     markdown = (directory / "summary.md").read_text()
-    assert "| method | n | ACR | 0.00 |" in markdown and "| catrs |" in markdown
+    assert "| method | n | N | alpha | ACR | 0.00 |" in markdown and "| catrs |" in markdown
     assert (directory / "certified_accuracy.png").stat().st_size > 0
+    assert (directory / "p_lower_cdf.png").stat().st_size > 0
 
 
 def test_rerun_recomputes_nothing(finished):

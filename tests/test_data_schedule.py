@@ -125,3 +125,26 @@ def test_a_loader_without_the_epoch_batch_sampler_cannot_follow_a_schedule():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     with pytest.raises(ValueError, match=r"needs in-memory training data \(TensorData\) or a loader from .*loader_of"):
         train(model, method, {}, 0.25, LoaderData(loader), TrainConfig(epochs=1, progress=False))
+
+
+def test_the_compare_runner_trains_a_scheduled_method_and_resumes_it(tmp_path, monkeypatch):
+    from catrs_plugin.compare import Budget, parse_methods, run_comparison
+    from catrs_plugin.methods.sun2025 import SUN2025
+
+    for key, value in TINY.items():  # discard and reweight within the three epochs below
+        monkeypatch.setitem(SUN2025.presets["quick"][0.25], key, value)
+    budget = Budget(epochs=3, batch_size=64, lr=0.05, lr_step_size=5, soft_samples=20, n0=20, n=100, alpha=0.01,
+                    max_examples=20, train_examples=512)
+
+    def compare(output):
+        (comparison,) = run_comparison("digits", parse_methods("sun2025", get_registry()), 0.25, output, "quick",
+                                       budget, log=lambda line: None)
+        return comparison
+
+    (outcome,) = compare(tmp_path).outcomes
+    assert (outcome.epochs_trained, outcome.rows_certified, outcome.collapsed) == (3, 20, None)
+    checkpoint = read_checkpoint(tmp_path / "noise_0.25" / "checkpoints" / "sun2025.pt")
+    assert len(checkpoint["data_schedule"]["indices"]) < 512 and checkpoint["data_schedule"]["draws"] == 512
+    assert outcome.summary["hyperparameters"]["discard_epoch"] == 1
+    (again,) = compare(tmp_path).outcomes
+    assert (again.epochs_trained, again.rows_certified, again.summary["acr"]) == (0, 0, outcome.summary["acr"])

@@ -88,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (default: 8)")
     parser.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
                         help="further submitit parameter, e.g. slurm_account=lab (repeatable)")
+    parser.add_argument("--published", default=None, metavar="DIR",
+                        help="put the published rows of the compared methods next to the measured ones, marked "
+                        "published, from a folder laid out like the CAT-RS release (tests/data/catrs-official-certify)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_arguments(parser)
     parser.set_defaults(func=run)
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         method_presets=parse_method_presets(args.method_preset, registry), certify_batch=args.certify_batch,
         attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet,
         labels={FIELDS.get(option, option): f"--{option.replace('_', '-')}" for option in BUDGET_OPTIONS},
+        published=args.published,
     )
     print()
     for comparison in comparisons:
@@ -150,5 +154,5 @@ def run(args: argparse.Namespace) -> int:
     if len(comparisons) > 1:
         print((Path(args.output) / "summary.md").read_text())
     print(f"results in {args.output}/ (summary.md and summary.csv; per noise level noise_<sigma>/ with summary.md, "
-          "summary.csv, summary.json, certified_accuracy.png)")
+          "summary.csv, summary.json, certified_accuracy.png, p_lower_cdf.png)")
     return 0

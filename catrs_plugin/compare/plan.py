@@ -125,13 +125,15 @@ class MethodOutcome:
 
 @dataclass
 class Comparison:
-    """The methods at one noise level: one outcome per method and the files written."""
+    """The methods at one noise level: one outcome per method, the published rows put next to them
+    (summaries marked ``source: published``) and the files written."""
 
     directory: Path
     sigma: float
     radii: list[float] = field(default_factory=list)
     outcomes: list[MethodOutcome] = field(default_factory=list)
     soft_labels_computed: bool = False
+    published: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def summaries(self) -> list[dict[str, Any]]:

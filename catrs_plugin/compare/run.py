@@ -54,6 +54,7 @@ from catrs_plugin.compare.summary import check_settings, merge_summaries
 from catrs_plugin.methods.base import Method
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.results.metrics import format_radius
+from catrs_plugin.results.published import published_results
 from catrs_plugin.results.tsv import predict_accuracy
 from catrs_plugin.train.checkpoint import epochs_done, read_checkpoint
 from catrs_plugin.train.data import DEFAULT_WORKERS, training_data, training_soft_labels_to_file
@@ -107,6 +108,7 @@ def run_comparison(
     workers: int = DEFAULT_WORKERS,
     fast: bool = False,
     progress: bool = False,
+    published: str | os.PathLike | None = None,
     log: Callable[[str], None] = logger.info,
     labels: Mapping[str, str] | None = None,
 ) -> list[Comparison]:
@@ -155,6 +157,10 @@ def run_comparison(
         each result file records it, so a rerun with the other setting is refused.
     progress : bool
         Show progress bars.
+    published : path, optional
+        A folder of published results laid out like the CAT-RS release
+        (:mod:`catrs_plugin.results.published`): the summaries then put the published rows of the
+        compared methods for ``dataset`` at each sigma next to the measured ones, marked published.
     log : callable
         Receives one line per step (default: INFO messages of this module's logger, which
         ``catrs`` prints; from worker processes and cluster jobs they come through the
@@ -195,6 +201,8 @@ def run_comparison(
         registry.attack(ATTACK)  # fail before training when no plugin provides the attack
     if certify_batch != "auto":
         check_positive_int(certify_batch, "certify_batch")
+    for sigma in sigma_list if published is not None else ():
+        published_results(published, dataset, sigma)  # fail before training when they are missing
     presets = {method.name: (method_presets or {}).get(method.name, preset) for method in methods}
     runs = {(method.name, sigma): plan_run(method, sigma, presets[method.name], budget)
             for sigma in sigma_list for method in methods}
@@ -240,7 +248,7 @@ def run_comparison(
                 log(f"WARNING: {method.name} at sigma {sigma} collapsed and is not certified: "
                     f"{result['summary']['collapsed']}")
         comparisons.append(comparison)
-    merge_summaries(out, comparisons, dataset, preset, budget, tuple(attack_eps))
+    merge_summaries(out, comparisons, dataset, preset, budget, tuple(attack_eps), published)
     return comparisons
 
 

@@ -1,9 +1,13 @@
 """The summary files of ``catrs compare``: merged from every run's result files once all runs finished.
 
 Per noise level ``noise_<sigma>/summary.md`` (percentages), ``summary.csv`` (fractions),
-``summary.json`` and ``certified_accuracy.png``; for the whole table ``summary.md`` and
-``summary.csv`` with one row per noise level and method, as in the paper. A collapsed run has
-no numbers: its row says ``collapsed`` and the reason is listed under the table.
+``summary.json``, ``certified_accuracy.png`` and ``p_lower_cdf.png`` (the empirical CDF of the
+``pA_lower`` each row implies); for the whole table ``summary.md`` and ``summary.csv`` with one row
+per noise level and method, as in the paper. Next to ACR and certified accuracy, every row has the
+``N`` and alpha ACR was computed at, the ``pA_lower`` CDF and the fraction of inputs at the
+estimation cap (:mod:`catrs_plugin.results.metrics`). With a folder of published results, the
+published rows of the compared methods follow the measured ones, marked ``published``. A
+collapsed run has no numbers: its row says ``collapsed`` and the reason is listed under the table.
 """
 
 from __future__ import annotations
@@ -18,8 +22,16 @@ from typing import Any, Sequence
 import numpy as np
 
 from catrs_plugin.compare.plan import Budget, Comparison
-from catrs_plugin.results.metrics import default_radii, format_radius, summarize
-from catrs_plugin.results.report import render_table, to_json
+from catrs_plugin.results.metrics import default_radii, format_radius, implied_p_lower, summarize
+from catrs_plugin.results.published import CATRS_RELEASE, PUBLISHED, published_results
+from catrs_plugin.results.report import (
+    distribution_columns,
+    render_table,
+    settings_columns,
+    share,
+    source_columns,
+    to_json,
+)
 from catrs_plugin.results.tsv import CertifyResults, read_certify_results
 from catrs_plugin.utils import provenance
 from catrs_plugin.utils.atomic import write_atomic
@@ -44,25 +56,31 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
 
 def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], attack_eps: Sequence[float],
                   percent: bool, with_sigma: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: (sigma,) method, n, ACR, certified accuracy per radius, timings, empirical accuracy."""
-    header = [*(["sigma"] if with_sigma else []), "method", "n", "ACR", *(f"{r:.2f}" for r in radii),
+    """Header and rows: (sigma,) method, (source,) n, N, alpha, ACR, certified accuracy per radius, the
+    ``pA_lower`` CDF and fraction at the cap, timings, empirical accuracy."""
+    source, settings = source_columns(summaries), settings_columns(summaries)
+    distribution = distribution_columns(summaries, percent)
+    header = [*(["sigma"] if with_sigma else []), "method", *(name for name, _ in source), "n",
+              *(name for name, _ in settings), "ACR", *(f"{r:.2f}" for r in radii), *(name for name, _ in distribution),
               "train s/epoch", "certify s/example", *(f"PGD {eps:g}" for eps in attack_eps)]
 
-    def accuracy(value: float) -> str:
-        return f"{100 * value:.1f}" if percent else f"{value:.6g}"
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3g}"
 
     rows = []
     for s in summaries:
-        lead = [*([f"{s['sigma']:g}"] if with_sigma else []), s["method"]]
+        lead = [*([f"{s['sigma']:g}"] if with_sigma else []), s["method"], *(cell(s) for _, cell in source)]
         if s.get("collapsed"):
-            rows.append([*lead, "-", COLLAPSED, *("-" for _ in radii), f"{s['train_seconds_per_epoch']:.3g}", "-",
+            rows.append([*lead, "-", *("-" for _ in settings), COLLAPSED, *("-" for _ in radii),
+                         *("-" for _ in distribution), seconds(s["train_seconds_per_epoch"]), "-",
                          *("-" for _ in attack_eps)])
             continue
         rows.append([
-            *lead, str(s["n"]), f"{s['acr']:.3f}" if percent else f"{s['acr']:.6g}",
-            *(accuracy(s["certified_accuracy"][format_radius(r)]) for r in radii),
-            f"{s['train_seconds_per_epoch']:.3g}", f"{s['certify_seconds_per_example']:.3g}",
-            *(accuracy(s["empirical_accuracy"][format_radius(eps)]) for eps in attack_eps),
+            *lead, str(s["n"]), *(cell(s) for _, cell in settings), f"{s['acr']:.3f}" if percent else f"{s['acr']:.6g}",
+            *(share(s["certified_accuracy"][format_radius(r)], percent) for r in radii),
+            *(cell(s) for _, cell in distribution),
+            seconds(s.get("train_seconds_per_epoch")), seconds(s.get("certify_seconds_per_example")),
+            *(share(s.get("empirical_accuracy", {}).get(format_radius(eps)), percent) for eps in attack_eps),
         ])
     return header, rows
 
@@ -83,48 +101,82 @@ def _radii(results: Sequence[CertifyResults]) -> list[float]:
     return default_radii(max(largest, 0.0), RADIUS_STEP)
 
 
+#: The statistics of :func:`~catrs_plugin.results.metrics.summarize` that a row of the summaries shows.
+STATISTICS = ("n", "acr", "certified_accuracy", "abstain", "N", "alpha", "p_lower_cdf", "at_cap")
+
+
+def _statistics(results: CertifyResults, radii: Sequence[float], sigma: float, n: int, alpha: float) -> dict[str, Any]:
+    stats = summarize(results, radii, sigma, n, alpha)
+    return {**{key: stats[key] for key in STATISTICS}, "certify_seconds_per_example": stats["seconds_per_example"]}
+
+
+def published_rows(directory: str | Path, dataset: str, sigma: float,
+                   methods: Sequence[str]) -> list[tuple[dict[str, Any], CertifyResults]]:
+    """The published result files of ``methods`` for ``dataset`` at ``sigma`` under ``directory``, each with
+    the start of its summary row (``source``: published; no timings: they were measured elsewhere)."""
+    found = published_results(directory, dataset, sigma)
+    return [({"method": name, "sigma": sigma, "source": PUBLISHED, "paper": CATRS_RELEASE.name,
+              "certify_path": str(found[name]), "train_seconds_per_epoch": None},
+             read_certify_results(found[name])) for name in methods if name in found]
+
+
 def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, preset: str, budget: Budget,
-                    attack_eps: Sequence[float]) -> None:
-    """Read every certified run's rows, fill in each outcome's statistics and write all summary files."""
+                    attack_eps: Sequence[float], published: str | Path | None = None) -> None:
+    """Read every certified run's rows (and the published rows of the same methods, from ``published``),
+    fill in each row's statistics and write all summary files."""
     everything: list[tuple[dict[str, Any], CertifyResults]] = []
     for comparison in comparisons:
         certified = {o.name: read_certify_results(o.summary["certify_path"])
                      for o in comparison.outcomes if not o.collapsed}
-        comparison.radii = _radii(list(certified.values()))
+        others = [] if published is None else \
+            published_rows(published, dataset, comparison.sigma, [o.name for o in comparison.outcomes])
+        comparison.radii = _radii(list(certified.values()) + [results for _, results in others])
         for outcome in comparison.outcomes:
             if outcome.collapsed:
-                outcome.summary.update({"n": 0, "acr": None, "certified_accuracy": {}, "abstain": None,
+                outcome.summary.update({**dict.fromkeys(STATISTICS), "n": 0, "certified_accuracy": {},
                                         "certify_seconds_per_example": None})
                 continue
-            stats = summarize(certified[outcome.name], comparison.radii)
-            outcome.summary.update({
-                "n": stats["n"], "acr": stats["acr"], "certified_accuracy": stats["certified_accuracy"],
-                "abstain": stats["abstain"], "certify_seconds_per_example": stats["seconds_per_example"],
-            })
+            outcome.summary.update(_statistics(certified[outcome.name], comparison.radii, comparison.sigma,
+                                               budget.n, budget.alpha))
             everything.append((outcome.summary, certified[outcome.name]))
-        write_sigma_summary(comparison, certified, dataset, preset, budget, attack_eps)
+        for summary, results in others:
+            summary.update(_statistics(results, comparison.radii, comparison.sigma, CATRS_RELEASE.n,
+                                       CATRS_RELEASE.alpha))
+            everything.append((summary, results))
+        comparison.published = [summary for summary, _ in others]
+        curves = {**{o.name: (o.summary, certified[o.name]) for o in comparison.outcomes if not o.collapsed},
+                  **{f"{summary['method']} ({PUBLISHED})": (summary, results) for summary, results in others}}
+        write_sigma_summary(comparison, curves, dataset, preset, budget, attack_eps)
     write_table(out, comparisons, everything, dataset, preset, budget)
 
 
-def _settings_line(budget: Budget, n: int | None) -> str:
+def _settings_line(budget: Budget, n: int | None, published: bool = False) -> str:
     examples = f"the same {n} test examples" if n else "the same test examples"
-    return (f"ACR and certified accuracy (%) at each L2 radius; CERTIFY with N0={budget.n0}, N={budget.n}, "
-            f"alpha={budget.alpha} on {examples} for every method")
+    line = (f"ACR and certified accuracy (%) at each L2 radius; CERTIFY with N0={budget.n0}, N={budget.n}, "
+            f"alpha={budget.alpha} on {examples} for every method; pA<=p: % of inputs whose pA_lower "
+            "(Phi(radius / sigma) if certified correctly, else 0) is at most p; at cap: % of inputs certified at "
+            "the largest pA_lower N and alpha allow, where N limits the radius, not the model")
+    if published:
+        line += (f"; published rows: {CATRS_RELEASE.name}, its own model and test examples, certified with "
+                 f"N0={CATRS_RELEASE.n0}, N={CATRS_RELEASE.n}, alpha={CATRS_RELEASE.alpha}")
+    return line
 
 
-def write_sigma_summary(comparison: Comparison, certified: dict[str, CertifyResults], dataset: str, preset: str,
-                        budget: Budget, attack_eps: Sequence[float]) -> None:
-    """``summary.md``, ``summary.csv``, ``summary.json`` and the plot of one noise level."""
-    from catrs_plugin.results.plots import plot_certified_accuracy
+def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str, Any], CertifyResults]],
+                        dataset: str, preset: str, budget: Budget, attack_eps: Sequence[float]) -> None:
+    """``summary.md``, ``summary.csv``, ``summary.json`` and the plots of one noise level; ``curves`` maps
+    each plotted label to its row's summary and results."""
+    from catrs_plugin.results.plots import plot_certified_accuracy, plot_p_lower_cdf
 
-    directory, sigma, summaries = comparison.directory, comparison.sigma, comparison.summaries
+    directory, sigma = comparison.directory, comparison.sigma
+    summaries = comparison.summaries + comparison.published
     directory.mkdir(parents=True, exist_ok=True)
     header, rows = summary_table(summaries, comparison.radii, attack_eps, percent=True)
-    n = next((s["n"] for s in summaries if not s.get("collapsed")), None)
+    n = next((s["n"] for s in comparison.summaries if not s.get("collapsed")), None)
     notes = _collapse_notes(summaries)
     markdown = "\n".join(
         [f"# {dataset}, sigma = {sigma}, preset {preset}", "",
-         _settings_line(budget, n)
+         _settings_line(budget, n, bool(comparison.published))
          + ("; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
             if attack_eps else "") + ".", "",
          render_table(header, rows, markdown=True), "", *(notes + [""] if notes else [])]
@@ -137,8 +189,12 @@ def write_sigma_summary(comparison: Comparison, certified: dict[str, CertifyResu
         "dataset": dataset, "sigma": sigma, "preset": preset, "budget": asdict(budget),
         "radii": comparison.radii, "attack_eps": list(attack_eps), "methods": summaries,
     }))
-    if certified:
-        plot_certified_accuracy(certified, directory / "certified_accuracy.png", title=f"{dataset}, sigma = {sigma}")
+    if curves:
+        title = f"{dataset}, sigma = {sigma}"
+        plot_certified_accuracy({label: results for label, (_, results) in curves.items()},
+                                directory / "certified_accuracy.png", title=title)
+        plot_p_lower_cdf({label: implied_p_lower(results.radius, results.correct, sigma, s["N"], s["alpha"])
+                          for label, (s, results) in curves.items()}, directory / "p_lower_cdf.png", title=title)
 
 
 def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequence[tuple[dict, CertifyResults]],
@@ -147,22 +203,23 @@ def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequen
     radii = _radii([results for _, results in everything])
     rows_in = []
     for comparison in comparisons:
-        for outcome in comparison.outcomes:
-            summary = dict(outcome.summary)
-            if not outcome.collapsed:
-                results = next(r for s, r in everything if s is outcome.summary)
+        for original in comparison.summaries + comparison.published:
+            summary = dict(original)
+            if not summary.get("collapsed"):
+                results = next(r for s, r in everything if s is original)
                 summary["certified_accuracy"] = summarize(results, radii)["certified_accuracy"]
             rows_in.append(summary)
     header, rows = summary_table(rows_in, radii, (), percent=True, with_sigma=True)
-    n = next((s["n"] for s in rows_in if not s.get("collapsed")), None)
+    n = next((s["n"] for s in rows_in if not s.get("collapsed") and s.get("source") != PUBLISHED), None)
     notes = _collapse_notes(rows_in)
+    published = any(c.published for c in comparisons)
     write_atomic(out / "summary.md", "\n".join(
         [f"# {dataset}, preset {preset}, sigma = {', '.join(f'{c.sigma:g}' for c in comparisons)}", "",
-         _settings_line(budget, n) + "; each noise level's own files are in noise_<sigma>/.", "",
+         _settings_line(budget, n, published) + "; each noise level's own files are in noise_<sigma>/.", "",
          render_table(header, rows, markdown=True), "", *(notes + [""] if notes else [])]))
     header, rows = summary_table(rows_in, radii, (), percent=False, with_sigma=True)
     write_atomic(out / "summary.csv", _csv(header + ["collapsed"],
                                            [row + [s.get("collapsed") or ""] for row, s in zip(rows, rows_in)]))
 
 
-__all__ = ["RADIUS_STEP", "check_settings", "merge_summaries", "summary_table"]
+__all__ = ["RADIUS_STEP", "check_settings", "merge_summaries", "published_rows", "summary_table"]

@@ -1,4 +1,5 @@
-"""Plots of certified accuracy against radius, one curve per result file (as in the papers' figures).
+"""Plots of certified accuracy against radius, one curve per result file (as in the papers' figures), and
+of the empirical CDF of the ``pA_lower`` each row implies (Sun et al., ICML 2025, recommend it over ACR).
 
 matplotlib is imported when a plot is drawn, with the non-interactive ``Agg`` backend, so the
 rest of the package does not depend on it being importable.
@@ -12,7 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
-from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy
+from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy, p_lower_cdf
 from catrs_plugin.results.tsv import CertifyResults
 
 #: Points per curve: the curve is a step function evaluated on this many radii.
@@ -57,12 +58,7 @@ def plot_certified_accuracy(
     if not max_radius > 0:
         raise ValueError(f"max_radius must be > 0, got {max_radius}")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = _figure()
     for label, results in curves.items():
         radii, accuracy = certified_accuracy_curve(results, max_radius)
         acr = average_certified_radius(results.radius, results.correct)
@@ -70,6 +66,52 @@ def plot_certified_accuracy(
     axes.set_xlabel("L2 radius")
     axes.set_ylabel("certified accuracy")
     axes.set_xlim(0, max_radius)
+    return _save(figure, axes, path, title)
+
+
+def plot_p_lower_cdf(curves: Mapping[str, np.ndarray], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Draw the empirical CDF of ``pA_lower`` on [1/2, 1] for each labelled set of rows and save it to ``path``.
+
+    Parameters
+    ----------
+    curves : mapping of str to numpy.ndarray
+        Legend label to the ``pA_lower`` each row implies
+        (:func:`~catrs_plugin.results.metrics.implied_p_lower`); rows without a certificate (0) are
+        the curve's height at 1/2.
+    path : str or os.PathLike
+        Image file to write; the format follows the suffix.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    if not curves:
+        raise ValueError("curves is empty; pass at least one label -> pA_lower array entry")
+    figure, axes = _figure()
+    points = np.linspace(0.5, 1.0, CURVE_POINTS)
+    for label, p_lower in curves.items():
+        axes.plot(points, p_lower_cdf(p_lower, points), label=label, drawstyle="steps-post")
+    axes.set_xlabel("pA_lower (Phi(radius / sigma) of correctly certified inputs)")
+    axes.set_ylabel("fraction of inputs with pA_lower <= x")
+    axes.set_xlim(0.5, 1.0)
+    return _save(figure, axes, path, title)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(6, 4))
+
+
+def _save(figure, axes, path: str | os.PathLike, title: str | None) -> Path:
+    import matplotlib.pyplot as plt
+
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     axes.legend()

@@ -4,9 +4,47 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from catrs_plugin.results.metrics import format_radius
+from catrs_plugin.results.metrics import P_LOWER_POINTS, format_radius
+from catrs_plugin.results.published import PUBLISHED
+
+#: A table column: its header and how a summary becomes its cell.
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def share(value: float | None, percent: bool) -> str:
+    """A fraction as a table cell: percent with one decimal, or the fraction itself; ``-`` when unknown."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if percent else f"{value:.6g}"
+
+
+def source_columns(summaries: Sequence[dict[str, Any]]) -> list[Column]:
+    """A ``source`` column (``measured`` or ``published``) when some summary is published."""
+    if not any(s.get("source") == PUBLISHED for s in summaries):
+        return []
+    return [("source", lambda s: s.get("source") or "measured")]
+
+
+def settings_columns(summaries: Sequence[dict[str, Any]]) -> list[Column]:
+    """``N`` and ``alpha``, the CERTIFY settings ACR depends on, when some summary knows them."""
+    if not any(s.get("N") is not None for s in summaries):
+        return []
+    return [(key, lambda s, key=key: "-" if s.get(key) is None else f"{s[key]:g}") for key in ("N", "alpha")]
+
+
+def distribution_columns(summaries: Sequence[dict[str, Any]], percent: bool = True) -> list[Column]:
+    """The empirical CDF of ``pA_lower`` at :data:`~catrs_plugin.results.metrics.P_LOWER_POINTS` and the
+    fraction at the estimation cap, when some summary knows them (see :func:`~catrs_plugin.results.metrics.summarize`)."""
+    columns: list[Column] = []
+    if any(s.get("p_lower_cdf") for s in summaries):
+        columns += [(f"pA<={point:g}",
+                     lambda s, key=repr(float(point)): share((s.get("p_lower_cdf") or {}).get(key), percent))
+                    for point in P_LOWER_POINTS]
+    if any(s.get("at_cap") is not None for s in summaries):
+        columns.append(("at cap", lambda s: share(s.get("at_cap"), percent)))
+    return columns
 
 
 def format_table(
@@ -15,7 +53,9 @@ def format_table(
     markdown: bool = False,
     label_key: str = "path",
 ) -> str:
-    """One row per summary: label, n, ACR and certified accuracy (percent) at each radius.
+    """One row per summary: label, n, ACR and certified accuracy (percent) at each radius, and where the
+    summaries know them, the source (measured or published), ``N`` and ``alpha`` before ACR and the
+    ``pA_lower`` CDF and fraction at the estimation cap (percent) after the radii.
 
     Parameters
     ----------
@@ -28,13 +68,19 @@ def format_table(
     label_key : str
         Summary entry naming the row (``path``, or ``method`` in comparisons).
     """
-    header = [label_key, "n", "ACR", *(f"{r:.2f}" for r in radii)]
+    source, settings, distribution = source_columns(summaries), settings_columns(summaries), \
+        distribution_columns(summaries)
+    header = [label_key, *(name for name, _ in source), "n", *(name for name, _ in settings), "ACR",
+              *(f"{r:.2f}" for r in radii), *(name for name, _ in distribution)]
     rows = [
         [
             str(summary[label_key]),
+            *(cell(summary) for _, cell in source),
             str(summary["n"]),
+            *(cell(summary) for _, cell in settings),
             f"{summary['acr']:.3f}",
             *(f"{100 * summary['certified_accuracy'][format_radius(r)]:.1f}" for r in radii),
+            *(cell(summary) for _, cell in distribution),
         ]
         for summary in summaries
     ]
