@@ -6,7 +6,10 @@ listed under the ``catrs`` entry-point group of its package::
     [project.entry-points.catrs]
     my_method = "my_package.catrs_plugin"
 
-The built-in methods, models, datasets and attacks register exactly this way. A function marked
+The built-in methods, models, datasets and attacks register exactly this way. What a method does
+per epoch besides its loss (which examples it trains on, and how often) is part of the
+:class:`~catrs_plugin.methods.base.Method` it registers: its ``schedule``, specified by
+:class:`~catrs_plugin.methods.base.ScheduleHook`. A function marked
 ``@hookimpl`` whose name is none of the hooks below (a misspelling) makes the plugin fail to load
 (pluggy's ``check_pending``), with a warning that names the plugin, its entry point and the hook
 it probably meant; so does registering a name that another plugin already registered.

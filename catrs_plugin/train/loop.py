@@ -341,7 +341,6 @@ class LoaderData:
             yield batch[0].to(device, torch.float32), batch[1].to(device, torch.long)
 
 
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD with momentum and weight decay, as in the reference code (fused kernel on CUDA)."""
     fused = config.fused if config.fused is not None else model_device(model).type == "cuda"
