@@ -200,13 +200,16 @@ def sun2025_schedule(
     return DataSchedule(indices, weights, draws=view.size)
 
 
+#: The reference script at sigma = 0.25 (``script/cifar10/train_0.25.sh``, the README's command).
+DEFAULTS = {"num_noise_vec": 4, "discard_epoch": 60, "discard_threshold": 0.5, "discard_samples": 100,
+            "reweight_every": 10, "reweight_samples": 16, "reweight_clip": 0.75, "reweight_alpha": 0.1,
+            "attack_steps": 3, "attack_step_size": 0.25}
+
 #: The reference scripts ``script/cifar10/train_<sigma>.sh`` (ResNet-110, 150 epochs, M = 4).
-_COMMON = {"num_noise_vec": 4, "discard_samples": 100, "reweight_every": 10, "reweight_samples": 16,
-           "reweight_clip": 0.75, "reweight_alpha": 0.1}
 _PAPER = {
-    0.25: {**_COMMON, "discard_epoch": 60, "discard_threshold": 0.5, "attack_steps": 3, "attack_step_size": 0.25},
-    0.5: {**_COMMON, "discard_epoch": 70, "discard_threshold": 0.4, "attack_steps": 6, "attack_step_size": 0.25},
-    1.0: {**_COMMON, "discard_epoch": 60, "discard_threshold": 0.4, "attack_steps": 4, "attack_step_size": 0.5},
+    0.25: dict(DEFAULTS),
+    0.5: {**DEFAULTS, "discard_epoch": 70, "discard_threshold": 0.4, "attack_steps": 6, "attack_step_size": 0.25},
+    1.0: {**DEFAULTS, "discard_epoch": 60, "discard_threshold": 0.4, "attack_steps": 4, "attack_step_size": 0.5},
 }
 
 #: The reference's optimiser schedule: ``MultiStepLR(milestones=[50, 100])`` stepped after every epoch,
@@ -217,7 +220,7 @@ SUN2025 = Method(
     name="sun2025",
     paper="Sun, Mao, Mueller, Vechev. Average Certified Radius is a Poor Metric for Randomized Smoothing. ICML 2025",
     loss=sun2025_loss,
-    defaults=dict(_PAPER[0.25]),
+    defaults=DEFAULTS,
     presets={"paper": _PAPER, "quick": quick_schedule(_PAPER, "discard_epoch", "reweight_every")},
     chunks="num_noise_vec",
     description="Gaussian training that discards inputs with low pA, reweights the rest by approximate "
