@@ -44,11 +44,20 @@ def test_resume_after_discarding_and_reweighting_gives_the_uninterrupted_run(dig
     assert torch.equal(resumed_schedule["weights"], schedule["weights"])
 
     # Negative control: a checkpoint without its schedule resumes on every example, to other weights.
+    damaged = dict(forgetful)
     del forgetful["data_schedule"]
     save_checkpoint(tmp_path / "forgetful.pt", forgetful)
     other, other_schedule = _sun2025(digits, 4, tmp_path / "forgetful.pt")
     assert len(other_schedule["indices"]) == 256
     assert any(not torch.equal(v, other.state_dict()[k]) for k, v in full.state_dict().items())
+
+    # A damaged schedule is refused with the checkpoint's name.
+    for entry, message in (("indices", r"must be a dict with the tensors 'indices'"),
+                           (torch.tensor([0, 300]), r"lie in \[0, 256\)")):
+        bad = {**damaged["data_schedule"], "indices": entry} if isinstance(entry, torch.Tensor) else entry
+        save_checkpoint(tmp_path / "damaged.pt", {**damaged, "data_schedule": bad})
+        with pytest.raises(ValueError, match=f"data schedule saved in checkpoint .*damaged.pt.*{message}"):
+            _sun2025(digits, 4, tmp_path / "damaged.pt")
 
 
 def _probe(seen):
