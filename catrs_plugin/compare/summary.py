@@ -115,7 +115,7 @@ def published_rows(directory: str | Path, dataset: str, sigma: float,
     """The published result files of ``methods`` for ``dataset`` at ``sigma`` under ``directory``, each with
     the start of its summary row (``source``: published; no timings: they were measured elsewhere)."""
     found = published_results(directory, dataset, sigma)
-    return [({"method": name, "sigma": sigma, "source": PUBLISHED, "paper": CATRS_RELEASE.name,
+    return [({"method": name, "sigma": sigma, "source": PUBLISHED, "published_by": CATRS_RELEASE.name,
               "certify_path": str(found[name]), "train_seconds_per_epoch": None},
              read_certify_results(found[name])) for name in methods if name in found]
 
