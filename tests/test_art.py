@@ -66,6 +66,19 @@ def test_certify_runs_our_engine_with_n0_equal_to_sample_size(trained, digits):
     assert radius.max() > 0
 
 
+def test_sequential_certify_keeps_arts_signature_and_our_engines_results(trained, digits):
+    _, _, x, y = digits
+    prediction, radius = trained.certify(x[:12], 3000, 64, None, False, sequential=True, radii=(0.25, 0.5),
+                                         labels=np.eye(10)[y[:12]])
+    expected = Smooth(trained.model, 10, 0.25, batch_size=1000, seed=0).certify_sequential(
+        x[:12], 100, 3000, 0.001, radii=(0.25, 0.5), labels=y[:12])
+    np.testing.assert_array_equal(prediction, expected.predictions)
+    np.testing.assert_array_equal(radius, expected.radii)
+    assert expected.samples.mean() < 3000 and radius.max() > 0
+    with pytest.raises(ValueError, match="sequential=True only"):
+        trained.certify(x[:2], 100, labels=y[:2])
+
+
 def test_predict_abstains_with_zero_rows_on_a_tie():
     class Tie(torch.nn.Module):
         def forward(self, x):

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import catrs_plugin.compare.run as compare
@@ -169,3 +170,17 @@ def test_command_line_refusals_name_their_own_remedy(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "seed was 0, now 1" in error and "pass another --output or the same settings" in error
     assert "delete it" not in error  # deleting the folder would throw its finished runs away
+
+
+def test_sequential_comparison_writes_samples_and_refuses_the_exact_procedure(tmp_path, capsys):
+    tiny = ["compare", "--dataset", "digits", "--methods", "stability", "--sigma", "0.5", "--preset", "quick",
+            "--output", str(tmp_path), "--epochs", "1", "--soft-samples", "5", "--N0", "20", "--N", "2000", "--alpha",
+            "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet"]
+    assert main([*tiny, "--sequential", "--radii", "0.25,0.5"]) == 0
+    assert "sequential CERTIFY (radii 0, 0.25, 0.5" in capsys.readouterr().out
+    lines = (tmp_path / "noise_0.5" / "certify" / "stability.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["idx", "label", "predict", "radius", "correct", "samples", "time"]
+    (entry,) = json.loads((tmp_path / "noise_0.5" / "summary.json").read_text())["methods"]
+    assert entry["samples_per_example"] == pytest.approx(np.mean([int(line.split("\t")[5]) for line in lines[1:]]))
+    assert main(tiny) == 2
+    assert "certify.sequential was True, now not set" in capsys.readouterr().err

@@ -53,3 +53,19 @@ def test_top_two_pvalue_is_two_sided_binomial_test():
     assert top_two_pvalue(18, 2) == pytest.approx(expected)
     assert top_two_pvalue(0, 0) == 1.0
     assert math.isclose(top_two_pvalue(2, 18), top_two_pvalue(18, 2))
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.05])
+def test_clopper_pearson_coverage_by_exact_summation(alpha):
+    """P(bound > p) = sum of Binomial(n, p) over the counts whose bound exceeds p: at most alpha at every p,
+    and nearly alpha just below each bound value (the bound is exact, not merely conservative)."""
+    for n in range(1, 41):
+        k = np.arange(n + 1)
+        low, high = lower_confidence_bound(k, n, alpha), upper_confidence_bound(k, n, alpha)
+        grid = np.unique(np.concatenate([np.linspace(0.001, 0.999, 199), low[1:] - 1e-9, high[:-1] + 1e-9]))
+        grid = grid[(grid > 0) & (grid < 1)]
+        pmf = binom.pmf(k[:, None], n, grid[None, :])
+        over = (pmf * (low[:, None] > grid[None, :])).sum(axis=0)
+        under = (pmf * (high[:, None] < grid[None, :])).sum(axis=0)
+        assert over.max() <= alpha * (1 + 1e-9) and under.max() <= alpha * (1 + 1e-9)
+        assert over.max() > 0.99 * alpha and under.max() > 0.99 * alpha

@@ -6,6 +6,11 @@ noise is seeded per example (see :mod:`catrs_plugin.certify.smoothing`), a resum
 same rows as an uninterrupted one, apart from the ``time`` column. A file is only continued
 by the run that produced it: the model's weights, the data, the selected indices and every
 setting are recorded next to it (:mod:`catrs_plugin.utils.provenance`) and must match.
+
+``certify_to_file(..., sequential=True)`` runs sequential CERTIFY
+(:mod:`catrs_plugin.certify.sequential`) with the label-aware exit, and writes the ``samples``
+column too; its record names the procedure, the radii and the split of ``alpha``, so that a
+file is never continued with the other procedure or other radii.
 """
 
 from __future__ import annotations
@@ -20,16 +25,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from catrs_plugin.certify.sequential import DEFAULT_RADII, StoppingRule
 from catrs_plugin.certify.smoothing import Smooth
+from catrs_plugin.certify.streams import NOISE_BLOCK
 from catrs_plugin.results.tsv import (
     CERTIFY_HEADER,
     PREDICT_HEADER,
+    SEQUENTIAL_HEADER,
     ResultWriter,
     format_certify_row,
     format_predict_row,
 )
 from catrs_plugin.utils import provenance
 from catrs_plugin.utils.validation import check_alpha, check_positive_int
+
+#: Examples per call of sequential CERTIFY, in forward batches' worth of blocks: inputs stop at
+#: different times and the batch is refilled from the call's queue, so a call holds several
+#: batches of inputs (its rows are written when it ends).
+SEQUENTIAL_GROUP = 4
 
 
 def select_indices(count: int, skip: int = 1, max_index: int = -1) -> np.ndarray:
@@ -65,8 +78,11 @@ def certify_to_file(
     resume: bool = True,
     progress: bool = True,
     settings: Mapping[str, Any] | None = None,
+    sequential: bool = False,
+    radii: Sequence[float] = DEFAULT_RADII,
+    alpha_sequence: float | None = None,
 ) -> int:
-    """Run CERTIFY on ``x[indices]`` and append one row per example to ``outfile``.
+    """Run CERTIFY (or sequential CERTIFY) on ``x[indices]`` and append one row per example to ``outfile``.
 
     Parameters
     ----------
@@ -98,6 +114,15 @@ def certify_to_file(
         More settings to record with the file (e.g. the data set's name and split); they
         replace computed ones of the same name (a shard of a distributed run records the
         selection of the whole run as ``indices``).
+    sequential : bool
+        Sequential CERTIFY (:meth:`Smooth.certify_sequential`) with the labels ``y``: each
+        input stops once every radius of ``radii`` is decided, an input whose selected class is
+        not its label after the selection; rows get the ``samples`` column
+        (:data:`~catrs_plugin.results.tsv.SEQUENTIAL_HEADER`). Certified accuracy at ``radii``
+        is comparable with exact CERTIFY's, ACR is not (see :mod:`catrs_plugin.certify.sequential`).
+    radii, alpha_sequence
+        The radii to decide and the confidence sequence's share of ``alpha``, as in
+        :meth:`Smooth.certify_sequential` (with ``sequential`` only).
 
     Returns
     -------
@@ -111,14 +136,26 @@ def certify_to_file(
     """
     n0, n = check_positive_int(n0, "N0"), check_positive_int(n, "N")
     alpha = check_alpha(alpha)
+    rule = StoppingRule(sigma, n, alpha, radii, alpha_sequence) if sequential else None
     smooth = Smooth(model, num_classes, sigma, batch_size=batch_size, seed=seed, fast=fast,
                     autocast_dtype=autocast_dtype, channels_last=channels_last, compile_mode=compile_mode)
     x, y, selected = _selection(x, y, indices)
     record = {"command": "certify", "N0": n0, **_settings(smooth, x, y, selected, n, alpha, settings)}
+    batch = smooth.resolve_batch_size(tuple(x.shape[1:]))
+    if rule is None:
+        return _run(
+            smooth, x, y, outfile, selected, CERTIFY_HEADER, _group(batch, n0 + n), resume, progress, record,
+            lambda inputs, keys: smooth.certify(inputs, n0, n, alpha, indices=keys),
+            lambda i, label, result, seconds: format_certify_row(i, label, int(result[0]), float(result[1]), seconds),
+        )
+    record.update(rule.describe(), label_aware_exit=True)
     return _run(
-        smooth, x, y, outfile, selected, CERTIFY_HEADER, n0 + n, resume, progress, record,
-        lambda batch, keys: smooth.certify(batch, n0, n, alpha, indices=keys),
-        lambda i, label, result, seconds: format_certify_row(i, label, int(result[0]), float(result[1]), seconds),
+        smooth, x, y, outfile, selected, SEQUENTIAL_HEADER, SEQUENTIAL_GROUP * max(1, batch // NOISE_BLOCK), resume,
+        progress, record,
+        lambda inputs, keys: smooth.certify_sequential(inputs, n0, n, alpha, rule.radii, rule.alpha_sequence,
+                                                       labels=y[keys], indices=keys),
+        lambda i, label, result, seconds: format_certify_row(i, label, int(result[0]), float(result[1]), seconds,
+                                                             samples=int(result[2])),
     )
 
 
@@ -155,7 +192,8 @@ def predict_to_file(
     x, y, selected = _selection(x, y, indices)
     record = {"command": "predict", **_settings(smooth, x, y, selected, n, alpha, settings)}
     return _run(
-        smooth, x, y, outfile, selected, PREDICT_HEADER, n, resume, progress, record,
+        smooth, x, y, outfile, selected, PREDICT_HEADER, _group(smooth.resolve_batch_size(tuple(x.shape[1:])), n),
+        resume, progress, record,
         lambda batch, keys: (smooth.predict(batch, n, alpha, indices=keys),),
         lambda i, label, result, seconds: format_predict_row(i, label, int(result[0]), seconds),
     )
@@ -193,12 +231,16 @@ def _selection(x, y, indices):
     return x, y, selected
 
 
-def _run(smooth, x, y, outfile, selected, header, per_example, resume, progress, record, compute, format_row) -> int:
-    group = max(1, -(-smooth.resolve_batch_size(tuple(x.shape[1:])) // per_example))
+def _group(batch: int, per_example: int) -> int:
+    """Examples per call of an exact procedure: enough to fill one forward batch."""
+    return max(1, -(-batch // per_example))
+
+
+def _run(smooth, x, y, outfile, selected, header, group, resume, progress, record, compute, format_row) -> int:
     written = 0
     with ResultWriter(outfile, record, header, resume=resume, selection=selected) as writer:
         todo = np.array([i for i in selected if int(i) not in writer.done], dtype=np.int64)
-        with tqdm(total=len(todo), unit="example", desc="certify" if header == CERTIFY_HEADER else "predict",
+        with tqdm(total=len(todo), unit="example", desc="predict" if header == PREDICT_HEADER else "certify",
                   disable=not progress) as bar:
             for start in range(0, len(todo), group):
                 keys = todo[start : start + group]

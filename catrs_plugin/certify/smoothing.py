@@ -34,7 +34,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from catrs_plugin.certify.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
+from catrs_plugin.certify.sequential import DEFAULT_RADII, SequentialResult, certify_sequential
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound, top_two_pvalue
+from catrs_plugin.certify.streams import ESTIMATION, NOISE_BLOCK, PREDICTION, SELECTION, SOFT_LABELS
 from catrs_plugin.utils.validation import (
     check_alpha,
     check_autocast_dtype,
@@ -42,12 +44,6 @@ from catrs_plugin.utils.validation import (
     check_positive_int,
     check_sigma,
 )
-
-#: Phase identifiers: each phase of an example draws from its own noise stream.
-SELECTION, ESTIMATION, PREDICTION, SOFT_LABELS = 0, 1, 2, 3
-
-#: Samples drawn per generator call. Fixing it makes the stream independent of the batch size.
-NOISE_BLOCK = 100
 
 #: Samples per forward pass when ``batch_size`` is not given and ``fast`` is off.
 DEFAULT_BATCH = 1000
@@ -241,6 +237,74 @@ class Smooth:
         radii = np.where(abstain, 0.0, certified_radius(p_lower, self.sigma))
         return predictions, radii
 
+    def certify_sequential(
+        self,
+        x: np.ndarray | torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        radii: Sequence[float] | None = DEFAULT_RADII,
+        alpha_sequence: float | None = None,
+        labels: Sequence[int] | np.ndarray | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> SequentialResult:
+        """Sequential CERTIFY: Cohen et al.'s guarantee from as few estimation samples as ``radii`` need.
+
+        The same selection and estimation streams as :meth:`certify`; the estimation samples
+        are checked after every block of :data:`NOISE_BLOCK` against an anytime-valid
+        confidence sequence, and an input stops as soon as every radius of ``radii`` is
+        decided (certified, or certainly not). See :mod:`catrs_plugin.certify.sequential` for
+        the procedure and its guarantee. A stopped input's radius is a valid certificate that
+        may be smaller than :meth:`certify`'s, so ACR is not comparable between the two;
+        certified accuracy at the radii of ``radii`` is.
+
+        Parameters
+        ----------
+        x : numpy.ndarray or torch.Tensor
+            Inputs of shape ``(examples, *input_shape)``.
+        n0 : int
+            Selection samples (>= 1).
+        n : int
+            The budget: at most this many estimation samples per input (>= 1).
+        alpha : float
+            Failure probability in (0, 1), split between the confidence sequence
+            (``alpha_sequence``) and the exact Clopper-Pearson bound at ``n`` (the rest).
+        radii : sequence of float, optional
+            The radii to decide (>= 0; radius 0, the class-or-abstain decision, is always
+            decided). Default :data:`~catrs_plugin.certify.sequential.DEFAULT_RADII`.
+            ``None`` turns stopping off: every input draws ``n`` samples and the result is
+            exactly :meth:`certify`'s at ``alpha``.
+        alpha_sequence : float, optional
+            The confidence sequence's share of ``alpha``, in (0, ``alpha``); default
+            :data:`~catrs_plugin.certify.sequential.SEQUENCE_SHARE` times ``alpha``.
+        labels : sequence of int, optional
+            Evaluation only: the true class of each input. An input whose selected class is
+            not its label stops after the selection (class ``cA``, radius 0, 0 samples): it
+            is incorrect at every radius whatever the estimation would give.
+        indices : sequence of int, optional
+            Data-set index of each input, which seeds its noise (default ``0 .. examples-1``).
+
+        Returns
+        -------
+        SequentialResult
+            ``predictions`` (class per input, -1 for abstain), ``radii`` (certified L2 radius,
+            0 on abstain) and ``samples`` (estimation samples each input used).
+        """
+        inputs = self._prepare(x)
+        keys = self._indices(indices, len(inputs))
+        with evaluating(self.base_classifier), torch.inference_mode(), self._refusing_nonfinite():
+            return certify_sequential(self, inputs, keys, n0, n, alpha, radii, alpha_sequence, labels)
+
+    def noise_stream(self, index: int, phase: int) -> torch.Generator:
+        """The generator of example ``index``'s noise in ``phase``, on the model's device.
+
+        Seeded by ``derive_seed(seed, index, phase)``; every procedure draws it in blocks of
+        :data:`NOISE_BLOCK` standard normal samples (a partial last block is the head of a full one).
+        """
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(self.seed, int(index), int(phase)))
+        return generator
+
     def predict(
         self,
         x: np.ndarray | torch.Tensor,
@@ -314,15 +378,24 @@ class Smooth:
         ) as bar:
             batch_size = self.resolve_batch_size(tuple(inputs.shape[1:]))
             ones = torch.ones(batch_size, dtype=torch.long, device=self.device)
-            self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-            for offsets, batch in self._batches(inputs, keys, phases, batch_size):
-                counts.index_add_(0, offsets + self._classify(batch), ones[: len(batch)])
-                bar.update(len(batch))
+            with self._refusing_nonfinite():
+                for offsets, batch in self._batches(inputs, keys, phases, batch_size):
+                    counts.index_add_(0, offsets + self.classify(batch), ones[: len(batch)])
+                    bar.update(len(batch))
+        return counts.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
+
+    @contextlib.contextmanager
+    def _refusing_nonfinite(self) -> Iterator[None]:
+        """Raise after the block if :meth:`classify` met NaN or infinite logits in it (see :meth:`_check_finite`).
+
+        The flag is read once, at the end; an inner block (the selection of sequential CERTIFY) starts
+        a new flag, which the outer block then reads."""
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        yield
         if bool(self._nonfinite):
             raise ValueError("base_classifier returned NaN or infinite logits on noisy inputs (are its weights "
                              "finite? a diverged training run leaves NaN weights); they are not counted as votes for "
                              "any class")
-        return counts.view(len(inputs), len(phases), self.num_classes).cpu().numpy()
 
     def resolve_batch_size(self, input_shape: tuple[int, ...]) -> int:
         """The batch size in samples: ``batch_size`` itself, or what ``"auto"`` picks for this input shape.
@@ -352,8 +425,9 @@ class Smooth:
         free, _ = torch.cuda.mem_get_info(device)
         return per_sample, free
 
-    def _classify(self, batch: torch.Tensor) -> torch.Tensor:
-        """Top class of each sample, forwarding in pieces no larger than the out-of-memory limit.
+    def classify(self, batch: torch.Tensor) -> torch.Tensor:
+        """Top class of each noisy sample of ``batch`` (call it in inference mode, the model in eval
+        mode), forwarding in pieces no larger than the out-of-memory limit.
 
         A compiled forward pass gets a fixed set of batch sizes: a piece smaller than the full
         batch is padded with zeros (see :func:`~catrs_plugin.certify.fast_inference.padded_size`), whose
@@ -400,7 +474,8 @@ class Smooth:
     def _check_finite(self, logits: torch.Tensor) -> None:
         """Refuse NaN or infinite logits: their argmax is an arbitrary class (NaN counts for class 0), so
         counting them as votes would certify a broken model. The check is queued on the device and
-        read once per call of :meth:`sample_counts` (no synchronisation per batch)."""
+        read once per call of :meth:`sample_counts` or :meth:`certify_sequential` (no synchronisation
+        per batch)."""
         self._nonfinite |= ~torch.isfinite(logits).all()
 
     def _batches(
@@ -421,8 +496,7 @@ class Smooth:
         filled = 0
         for slot, key in enumerate(keys):
             for p, (phase, n) in enumerate(phases):
-                generator = torch.Generator(device=self.device)
-                generator.manual_seed(derive_seed(self.seed, int(key), phase))
+                generator = self.noise_stream(int(key), phase)
                 offset = (slot * len(phases) + p) * self.num_classes
                 runs.append([filled, filled, slot, offset])
                 for start in range(0, n, NOISE_BLOCK):

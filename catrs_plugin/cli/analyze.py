@@ -1,7 +1,12 @@
 """``catrs analyze``: ACR, certified accuracy and the metrics beyond ACR (the ``pA_lower`` distribution, the
 fraction at the estimation cap, with the ``N`` and alpha they were computed at) of Cohen-format result files,
 next to published results if asked; or, with ``--corruptions DIR...``, per-corruption ACR and accuracy and
-their means (mACR, mAcc)."""
+their means (mACR, mAcc).
+
+Files of exact CERTIFY and of sequential CERTIFY are both read; the ``samples`` column gives the mean
+estimation samples per example: a sequential file's own column, an exact file's ``N`` (from its provenance
+record or ``--N``; ``-`` when neither says). A sequential file's ACR is not comparable with exact CERTIFY's
+(see :mod:`catrs_plugin.certify.sequential`)."""
 
 from __future__ import annotations
 
@@ -10,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from catrs_plugin.results.corruptions import format_corruption_table, summarize_corruptions
-from catrs_plugin.results.metrics import certification_settings, default_radii, implied_p_lower, summarize
+from catrs_plugin.results.metrics import TABLE_RADII, certification_settings, implied_p_lower, summarize
 from catrs_plugin.results.published import CATRS_RELEASE, PUBLISHED, published_results
 from catrs_plugin.results.report import format_table, to_json
 from catrs_plugin.results.tsv import read_certify_results
 from catrs_plugin.utils import provenance
 
-DEFAULT_RADII = default_radii(2.0)
+DEFAULT_RADII = list(TABLE_RADII)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
     summaries, rows = [], {}
     for path in args.files:
         results = _read(path)
-        summaries.append(summarize(results, radii, **_settings(path, args)))
+        summaries.append(_with_samples(summarize(results, radii, **_settings(path, args))))
         rows[path] = (results, summaries[-1])
     if args.published:
         sigma, dataset = _published_target(args)
         for method, path in published_results(args.published, dataset, sigma).items():
             results = _read(str(path))
-            summary = {**summarize(results, radii, sigma, CATRS_RELEASE.n, CATRS_RELEASE.alpha), "source": PUBLISHED}
+            summary = {**_with_samples(summarize(results, radii, sigma, CATRS_RELEASE.n, CATRS_RELEASE.alpha)),
+                       "source": PUBLISHED}
             summaries.append(summary)
             rows[f"{method} ({PUBLISHED})"] = (results, summary)
     if args.pa_plot:
@@ -82,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
 def _settings(path: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = certification_settings(path, args.sigma, args.N, args.alpha)
     return {"sigma": settings["sigma"], "n": settings["N"], "alpha": settings["alpha"]}
+
+
+def _with_samples(summary: dict[str, Any]) -> dict[str, Any]:
+    """An exact CERTIFY file's ``samples_per_example``: its ``N``, which every row drew."""
+    if summary["samples_per_example"] is None and summary["N"] is not None:
+        summary["samples_per_example"] = float(summary["N"])
+    return summary
 
 
 def _published_target(args: argparse.Namespace) -> tuple[float, str]:

@@ -5,6 +5,10 @@ the checkpoint's weights, the data, the selected examples and every setting are 
 in ``OUTFILE.provenance.json``; otherwise it stops and names what differs. Under ``torchrun``,
 each rank writes every world-th example to ``OUTFILE.rank{r}`` and rank 0 merges the shards
 into OUTFILE (see :mod:`catrs_plugin.certify.distributed`).
+
+``catrs certify --sequential [--radii 0,0.25,...] [--alpha-sequence A]`` runs sequential
+CERTIFY (:mod:`catrs_plugin.certify.sequential`): each example stops as soon as every radius of
+``--radii`` is decided, with CERTIFY's guarantee; the TSV gets a ``samples`` column.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 from catrs_plugin.certify.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
 from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
 from catrs_plugin.certify.files import certify_to_file, predict_to_file, select_indices
+from catrs_plugin.certify.sequential import DEFAULT_RADII, SEQUENCE_SHARE
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -53,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
         add_fast_argument(parser)
+        if name == "certify":
+            add_sequential_arguments(parser)
         parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                             help="run the classifier under autocast in this precision (default: fp32; with "
                                  "--fast: bf16)")
@@ -77,6 +84,47 @@ def add_fast_argument(parser: argparse.ArgumentParser) -> None:
                              "not bit-exact (see docs/benchmarks.rst for the agreement)")
 
 
+def add_sequential_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--sequential``, ``--radii`` and ``--alpha-sequence``: sequential CERTIFY (see :func:`sequential_options`)."""
+    parser.add_argument("--sequential", action="store_true",
+                        help="sequential CERTIFY: stop each example as soon as every radius of --radii is decided "
+                             "(same guarantee; certified accuracy at --radii is comparable with CERTIFY's, ACR is "
+                             "not); examples whose selected class is not the label stop after the selection")
+    parser.add_argument("--radii", type=radii_argument, default=None, metavar="R[,R...]",
+                        help="with --sequential: the radii to decide, e.g. 0,0.25,0.5 (default: "
+                             f"{','.join(f'{r:g}' for r in DEFAULT_RADII)}; 0 is always decided)")
+    parser.add_argument("--alpha-sequence", type=float, default=None, metavar="A",
+                        help="with --sequential: the confidence sequence's share of --alpha, in (0, alpha); "
+                             f"the exact Clopper-Pearson fallback at N gets the rest (default: {SEQUENCE_SHARE:g} "
+                             "x alpha)")
+
+
+def radii_argument(text: str) -> tuple[float, ...]:
+    """argparse type of ``--radii``: comma-separated numbers >= 0."""
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not (value >= 0 and value != float("inf")) for value in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated radii >= 0, e.g. 0,0.25,0.5; got {text!r}")
+    return values
+
+
+def sequential_options(args: argparse.Namespace) -> dict:
+    """``certify_to_file``'s sequential keywords from the command line (refuses ``--radii`` or
+    ``--alpha-sequence`` without ``--sequential``)."""
+    if not args.sequential:
+        for option, value in (("--radii", args.radii), ("--alpha-sequence", args.alpha_sequence)):
+            if value is not None:
+                raise ValueError(f"{option} needs --sequential (it only applies to sequential CERTIFY)")
+        return {}
+    alpha = getattr(args, "alpha", None)  # `catrs compare` checks against its budget's alpha itself
+    if args.alpha_sequence is not None and alpha is not None and not 0 < args.alpha_sequence < alpha:
+        raise ValueError(f"--alpha-sequence must lie in (0, --alpha) = (0, {alpha:g}), got {args.alpha_sequence:g}")
+    return {"sequential": True, "radii": DEFAULT_RADII if args.radii is None else args.radii,
+            "alpha_sequence": args.alpha_sequence}
+
+
 def _prepare(args: argparse.Namespace):
     sigma = check_sigma(args.sigma)
     check_output_file(args.outfile, "outfile")
@@ -95,13 +143,14 @@ def _prepare(args: argparse.Namespace):
 
 
 def run_certify(args: argparse.Namespace) -> int:
+    sequential = sequential_options(args)
     sigma, spec, model, x, y, indices, settings = _prepare(args)
     with sharded_output(args.outfile, indices) as (outfile, mine):
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, mine,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed, fast=args.fast,
             autocast_dtype=AMP_DTYPES.get(args.amp), channels_last=args.channels_last, compile_mode=args.compile,
-            resume=not args.restart, progress=not args.quiet, settings=settings,
+            resume=not args.restart, progress=not args.quiet, settings=settings, **sequential,
         )
         print(f"wrote {written} rows to {outfile} ({len(mine) - written} already done)")
     return 0

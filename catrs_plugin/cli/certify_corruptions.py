@@ -7,6 +7,8 @@ all severities, sigma = 0.25) is::
 
 Each corruption is a split of the dataset holding the five severities as equal consecutive
 blocks (CIFAR-10-C's layout); row indices in the files are those of the whole corruption file.
+``--sequential`` certifies sequentially, as ``catrs certify --sequential`` does: mAcc stays
+comparable with exact CERTIFY's, mACR does not (a stopped example's radius may be smaller).
 Each TSV is resumable like ``catrs certify`` (and records its run the same way, in
 ``<corruption>.tsv.provenance.json``); ``catrs analyze --corruptions OUTDIR`` summarises.
 """
@@ -26,6 +28,7 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
+from catrs_plugin.cli.certify import add_sequential_arguments, sequential_options
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.results.corruptions import SEVERITIES
 from catrs_plugin.train.checkpoint import load_checkpoint
@@ -60,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
     parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
                         help="run the classifier under autocast in this precision (default: fp32)")
+    add_sequential_arguments(parser)
     parser.add_argument("--restart", action="store_true", help="overwrite existing TSVs instead of continuing them")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
@@ -81,6 +85,7 @@ def severity_rows(count: int, severities: list[int], skip: int, max_index: int =
 
 
 def run(args: argparse.Namespace) -> int:
+    sequential = sequential_options(args)
     sigma = check_sigma(args.sigma)
     spec = get_registry().dataset(args.dataset)
     corruptions = args.corruptions or list(spec.splits)
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             model, spec.num_classes, sigma, x, y, outfile, rows,
             n0=args.N0, n=args.N, alpha=args.alpha, batch_size=args.batch, seed=args.seed,
             autocast_dtype=AMP_DTYPES.get(args.amp), resume=not args.restart, progress=not args.quiet,
-            settings={"model": digest, "dataset": spec.name, "split": corruption},
+            settings={"model": digest, "dataset": spec.name, "split": corruption}, **sequential,
         )
         print(f"{corruption}: wrote {written} rows to {outfile} ({len(rows) - written} already done)")
     return 0

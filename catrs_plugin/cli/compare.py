@@ -10,7 +10,7 @@ import torch
 
 from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
 from catrs_plugin.cli._common import add_data_arguments, batch_size_argument, resolve_device
-from catrs_plugin.cli.certify import add_fast_argument
+from catrs_plugin.cli.certify import add_fast_argument, add_sequential_arguments, sequential_options
 from catrs_plugin.compare.plan import BUDGETS, parse_floats, parse_method_presets, parse_methods
 from catrs_plugin.compare.run import run_comparison
 from catrs_plugin.compare.runners import DEFAULT_RUNS_PER_GPU, DevicePool, InProcess, SubmititRunner, slurm_executor
@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{option.replace('_', '-')}", dest=f"budget_{option}", type=TYPES.get(option, int),
                             default=None, help=f"{help_text} (default: the preset's)")
     add_fast_argument(parser)
+    add_sequential_arguments(parser)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"data-loading worker processes for file-based data, ImageNet (default: {DEFAULT_WORKERS})")
     parser.add_argument("--device", default="auto",
@@ -130,6 +131,7 @@ def choose_runner(args: argparse.Namespace, file_based: bool):
 
 def run(args: argparse.Namespace) -> int:
     registry = get_registry()
+    sequential = sequential_options(args)
     methods = parse_methods(args.methods, registry)
     sigmas = parse_floats(args.sigma, "--sigma")
     overrides = {FIELDS.get(option, option): getattr(args, f"budget_{option}") for option in BUDGET_OPTIONS}
@@ -144,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         args.dataset, methods, sigmas, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
         seed=args.seed, runner=choose_runner(args, spec.train_dataset is not None),
         method_presets=parse_method_presets(args.method_preset, registry), certify_batch=args.certify_batch,
-        attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet,
+        attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet, sequential=sequential,
         labels={FIELDS.get(option, option): f"--{option.replace('_', '-')}" for option in BUDGET_OPTIONS},
         published=args.published,
     )

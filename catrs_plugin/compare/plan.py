@@ -142,7 +142,11 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Plan:
-    """Settings every job of one comparison shares (picklable, for worker processes and Slurm jobs)."""
+    """Settings every job of one comparison shares (picklable, for worker processes and Slurm jobs).
+
+    ``sequential`` holds :func:`~catrs_plugin.certify.files.certify_to_file`'s sequential keywords
+    (``sequential``, ``radii``, ``alpha_sequence``), empty for exact CERTIFY.
+    """
 
     dataset: str
     arch: str
@@ -156,6 +160,17 @@ class Plan:
     workers: int = DEFAULT_WORKERS
     fast: bool = False
     progress: bool = False
+    sequential: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def procedure(self) -> str:
+        """How the runs are certified, for the summaries' settings line."""
+        if not self.sequential:
+            return "CERTIFY"
+        radii = ", ".join(f"{r:g}" for r in self.sequential["radii"])
+        share = self.sequential.get("alpha_sequence")
+        return (f"sequential CERTIFY (radii {radii}; confidence sequence at "
+                f"{'the default share of alpha' if share is None else f'alpha_sequence={share:g}'})")
 
 
 @dataclass(frozen=True)

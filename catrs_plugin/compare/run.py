@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from catrs_plugin.certify.files import certify_to_file, select_indices
+from catrs_plugin.certify.sequential import DEFAULT_RADII, StoppingRule
 from catrs_plugin.compare.collapse import diagnose, loss_problem
 from catrs_plugin.compare.plan import (
     ATTACK,
@@ -111,6 +112,7 @@ def run_comparison(
     published: str | os.PathLike | None = None,
     log: Callable[[str], None] = logger.info,
     labels: Mapping[str, str] | None = None,
+    sequential: Mapping[str, Any] | None = None,
 ) -> list[Comparison]:
     """Train, certify (and optionally attack) every method at every noise level; write the summaries.
 
@@ -168,6 +170,12 @@ def run_comparison(
     labels : mapping, optional
         What messages call each :class:`Budget` field (``catrs compare`` passes its options, e.g.
         ``{"batch_size": "--batch"}``); the field names otherwise.
+    sequential : mapping, optional
+        Certify sequentially: :func:`~catrs_plugin.certify.files.certify_to_file`'s keywords
+        ``sequential=True``, ``radii``, ``alpha_sequence`` (``catrs compare --sequential``).
+        Certified accuracy at the radii stays comparable between methods and with exact
+        CERTIFY, ACR does not; each result file records the procedure, so a rerun with the
+        other one is refused.
 
     Returns
     -------
@@ -203,6 +211,10 @@ def run_comparison(
         check_positive_int(certify_batch, "certify_batch")
     for sigma in sigma_list if published is not None else ():
         published_results(published, dataset, sigma)  # fail before training when they are missing
+    if sequential:
+        rules = [StoppingRule(sigma, budget.n, budget.alpha, sequential.get("radii", DEFAULT_RADII),
+                              sequential.get("alpha_sequence")) for sigma in sigma_list]  # bad values fail now
+        sequential = {**sequential, "radii": rules[0].radii}
     presets = {method.name: (method_presets or {}).get(method.name, preset) for method in methods}
     runs = {(method.name, sigma): plan_run(method, sigma, presets[method.name], budget)
             for sigma in sigma_list for method in methods}
@@ -213,9 +225,10 @@ def run_comparison(
     out = Path(output)
     check_settings(out, {"dataset": dataset, "arch": arch, "preset": preset, "seed": seed,
                          "method_presets": dict(sorted((method_presets or {}).items())),
-                         **{f"budget.{key}": value for key, value in asdict(budget).items()}})
+                         **{f"budget.{key}": value for key, value in asdict(budget).items()},
+                         **({"certify": dict(sequential)} if sequential else {})})
     plan = Plan(dataset, arch, data_dir, str(out), preset, budget, seed, tuple(attack_eps), certify_batch, workers,
-                fast, progress)
+                fast, progress, dict(sequential or {}))
     jobs: dict[Any, Job] = {}
     needs_teacher = any(method.needs_soft_labels for method in methods)
     if needs_teacher:
@@ -228,7 +241,7 @@ def run_comparison(
         jobs[key] = Job(evaluate_job, (plan, run), "teacher" if waits else None)
     runner = runner or InProcess(device, log)
     log(f"{dataset}: {len(methods)} method(s) at sigma {', '.join(map(str, sigma_list))}, preset {preset}, "
-        f"{budget.epochs} epochs, N0={budget.n0} N={budget.n} alpha={budget.alpha}; {len(runs)} runs on "
+        f"{budget.epochs} epochs, {plan.procedure} N0={budget.n0} N={budget.n} alpha={budget.alpha}; {len(runs)} runs on "
         f"{runner.describe()}")
     try:
         results, failures = run_jobs(runner, jobs)
@@ -248,7 +261,8 @@ def run_comparison(
                 log(f"WARNING: {method.name} at sigma {sigma} collapsed and is not certified: "
                     f"{result['summary']['collapsed']}")
         comparisons.append(comparison)
-    merge_summaries(out, comparisons, dataset, preset, budget, tuple(attack_eps), published)
+    merge_summaries(out, comparisons, dataset, preset, budget, tuple(attack_eps), published,
+                    procedure=plan.procedure)
     return comparisons
 
 
@@ -339,7 +353,7 @@ def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[s
     log(f"[certify] {run.method} at sigma={run.sigma}: {len(indices)} examples")
     result["rows_certified"] = certify_to_file(
         model, spec.num_classes, run.sigma, x_test, y_test, tsv, indices, n0=budget.n0, n=budget.n,
-        alpha=budget.alpha, batch_size=batch, seed=plan.seed, fast=plan.fast, progress=plan.progress)
+        alpha=budget.alpha, batch_size=batch, seed=plan.seed, fast=plan.fast, progress=plan.progress, **plan.sequential)
     for eps in plan.attack_eps:
         predictions = directory / "empirical" / f"{run.method}_eps_{eps}.tsv"
         log(f"[attack] {run.method} at sigma={run.sigma}: ART L2 PGD at eps={eps}, then PREDICT")

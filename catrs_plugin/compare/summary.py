@@ -27,6 +27,7 @@ from catrs_plugin.results.published import CATRS_RELEASE, PUBLISHED, published_r
 from catrs_plugin.results.report import (
     distribution_columns,
     render_table,
+    samples_columns,
     settings_columns,
     share,
     source_columns,
@@ -59,7 +60,7 @@ def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], a
     """Header and rows: (sigma,) method, (source,) n, N, alpha, ACR, certified accuracy per radius, the
     ``pA_lower`` CDF and fraction at the cap, timings, empirical accuracy."""
     source, settings = source_columns(summaries), settings_columns(summaries)
-    distribution = distribution_columns(summaries, percent)
+    distribution = distribution_columns(summaries, percent) + samples_columns(summaries)
     header = [*(["sigma"] if with_sigma else []), "method", *(name for name, _ in source), "n",
               *(name for name, _ in settings), "ACR", *(f"{r:.2f}" for r in radii), *(name for name, _ in distribution),
               "train s/epoch", "certify s/example", *(f"PGD {eps:g}" for eps in attack_eps)]
@@ -102,7 +103,8 @@ def _radii(results: Sequence[CertifyResults]) -> list[float]:
 
 
 #: The statistics of :func:`~catrs_plugin.results.metrics.summarize` that a row of the summaries shows.
-STATISTICS = ("n", "acr", "certified_accuracy", "abstain", "N", "alpha", "p_lower_cdf", "at_cap")
+STATISTICS = ("n", "acr", "certified_accuracy", "abstain", "N", "alpha", "p_lower_cdf", "at_cap",
+              "samples_per_example")
 
 
 def _statistics(results: CertifyResults, radii: Sequence[float], sigma: float, n: int, alpha: float) -> dict[str, Any]:
@@ -121,9 +123,11 @@ def published_rows(directory: str | Path, dataset: str, sigma: float,
 
 
 def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, preset: str, budget: Budget,
-                    attack_eps: Sequence[float], published: str | Path | None = None) -> None:
+                    attack_eps: Sequence[float], published: str | Path | None = None,
+                    procedure: str = "CERTIFY") -> None:
     """Read every certified run's rows (and the published rows of the same methods, from ``published``),
-    fill in each row's statistics and write all summary files."""
+    fill in each row's statistics and write all summary files (``procedure`` names how the runs were
+    certified in the settings line)."""
     everything: list[tuple[dict[str, Any], CertifyResults]] = []
     for comparison in comparisons:
         certified = {o.name: read_certify_results(o.summary["certify_path"])
@@ -146,16 +150,19 @@ def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, 
         comparison.published = [summary for summary, _ in others]
         curves = {**{o.name: (o.summary, certified[o.name]) for o in comparison.outcomes if not o.collapsed},
                   **{f"{summary['method']} ({PUBLISHED})": (summary, results) for summary, results in others}}
-        write_sigma_summary(comparison, curves, dataset, preset, budget, attack_eps)
-    write_table(out, comparisons, everything, dataset, preset, budget)
+        write_sigma_summary(comparison, curves, dataset, preset, budget, attack_eps, procedure)
+    write_table(out, comparisons, everything, dataset, preset, budget, procedure)
 
 
-def _settings_line(budget: Budget, n: int | None, published: bool = False) -> str:
+def _settings_line(budget: Budget, n: int | None, published: bool = False, procedure: str = "CERTIFY") -> str:
     examples = f"the same {n} test examples" if n else "the same test examples"
-    line = (f"ACR and certified accuracy (%) at each L2 radius; CERTIFY with N0={budget.n0}, N={budget.n}, "
+    line = (f"ACR and certified accuracy (%) at each L2 radius; {procedure} with N0={budget.n0}, N={budget.n}, "
             f"alpha={budget.alpha} on {examples} for every method; pA<=p: % of inputs whose pA_lower "
             "(Phi(radius / sigma) if certified correctly, else 0) is at most p; at cap: % of inputs certified at "
             "the largest pA_lower N and alpha allow, where N limits the radius, not the model")
+    if procedure != "CERTIFY":
+        line += ("; a sequential run's ACR is not comparable with exact CERTIFY's, its certified accuracy at the "
+                 "decided radii is; samples: mean estimation samples per input")
     if published:
         line += (f"; published rows: {CATRS_RELEASE.name}, its own model and test examples, certified with "
                  f"N0={CATRS_RELEASE.n0}, N={CATRS_RELEASE.n}, alpha={CATRS_RELEASE.alpha}")
@@ -163,7 +170,8 @@ def _settings_line(budget: Budget, n: int | None, published: bool = False) -> st
 
 
 def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str, Any], CertifyResults]],
-                        dataset: str, preset: str, budget: Budget, attack_eps: Sequence[float]) -> None:
+                        dataset: str, preset: str, budget: Budget, attack_eps: Sequence[float],
+                        procedure: str = "CERTIFY") -> None:
     """``summary.md``, ``summary.csv``, ``summary.json`` and the plots of one noise level; ``curves`` maps
     each plotted label to its row's summary and results."""
     from catrs_plugin.results.plots import plot_certified_accuracy, plot_p_lower_cdf
@@ -176,7 +184,7 @@ def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str
     notes = _collapse_notes(summaries)
     markdown = "\n".join(
         [f"# {dataset}, sigma = {sigma}, preset {preset}", "",
-         _settings_line(budget, n, bool(comparison.published))
+         _settings_line(budget, n, bool(comparison.published), procedure)
          + ("; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
             if attack_eps else "") + ".", "",
          render_table(header, rows, markdown=True), "", *(notes + [""] if notes else [])]
@@ -198,7 +206,7 @@ def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str
 
 
 def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequence[tuple[dict, CertifyResults]],
-                dataset: str, preset: str, budget: Budget) -> None:
+                dataset: str, preset: str, budget: Budget, procedure: str = "CERTIFY") -> None:
     """``summary.md`` and ``summary.csv`` of every noise level: one row per sigma and method, shared radii."""
     radii = _radii([results for _, results in everything])
     rows_in = []
@@ -215,7 +223,7 @@ def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequen
     published = any(c.published for c in comparisons)
     write_atomic(out / "summary.md", "\n".join(
         [f"# {dataset}, preset {preset}, sigma = {', '.join(f'{c.sigma:g}' for c in comparisons)}", "",
-         _settings_line(budget, n, published) + "; each noise level's own files are in noise_<sigma>/.", "",
+         _settings_line(budget, n, published, procedure) + "; each noise level's own files are in noise_<sigma>/.", "",
          render_table(header, rows, markdown=True), "", *(notes + [""] if notes else [])]))
     header, rows = summary_table(rows_in, radii, (), percent=False, with_sigma=True)
     write_atomic(out / "summary.csv", _csv(header + ["collapsed"],

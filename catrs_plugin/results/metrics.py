@@ -58,6 +58,11 @@ def default_radii(max_radius: float, step: float = 0.25) -> list[float]:
     return [round(i * step, 10) for i in range(count)]
 
 
+#: The radii of a results table when none are given: 0 to 2 in steps of 0.25 (``catrs analyze``'s
+#: columns, and the radii sequential certification decides by default).
+TABLE_RADII = tuple(default_radii(2.0))
+
+
 def estimation_cap(n: int, alpha: float) -> float:
     """The largest ``pA_lower`` CERTIFY gives with ``n`` samples at ``alpha``: the one-sided Clopper-Pearson
     lower bound of ``n`` successes out of ``n``, ``alpha ** (1 / n)`` (the ``alpha`` quantile of
@@ -148,17 +153,21 @@ def certification_settings(path: str | Path, sigma: float | None = None, n: int 
 def summarize(results: CertifyResults, radii: Sequence[float], sigma: float | None = None, n: int | None = None,
               alpha: float | None = None) -> dict:
     """Summary of one result file: ``path``, ``n``, ``acr``, ``certified_accuracy``, ``abstain``,
-    mean certification ``seconds_per_example``, and the metrics beyond ACR.
+    mean certification ``seconds_per_example``, the metrics beyond ACR and, for a sequential file
+    (:mod:`catrs_plugin.certify.sequential`), the mean estimation ``samples_per_example`` (``None``
+    for an exact CERTIFY file, whose rows all use ``N``).
 
     ``certified_accuracy`` maps each radius, formatted as a string (``"0.25"``), to a fraction.
     ``sigma``, ``N`` and ``alpha`` are those given (``None`` when unknown); with ``sigma``,
     ``p_lower_cdf`` maps each of :data:`P_LOWER_POINTS` (``"0.5"``) to the fraction of rows whose
     implied ``pA_lower`` (:func:`implied_p_lower`) is at most that; with all three, ``at_cap`` is the
-    fraction of rows at the estimation cap (:func:`at_cap`). Both are ``None`` otherwise.
+    fraction of rows at the estimation cap (:func:`at_cap`). Both are ``None`` otherwise, and
+    ``at_cap`` is ``None`` for a sequential file too: its rows stop once the requested radii are
+    decided, so their radii are not limited by ``N``.
     """
     accuracy = certified_accuracy(results.radius, results.correct, radii)
     p_lower = None if sigma is None else implied_p_lower(results.radius, results.correct, sigma, n, alpha)
-    capped = None if sigma is None or n is None or alpha is None else \
+    capped = None if sigma is None or n is None or alpha is None or results.samples is not None else \
         float(np.mean(at_cap(results.radius, results.correct, sigma, n, alpha)))
     return {
         "path": results.path,
@@ -173,6 +182,7 @@ def summarize(results: CertifyResults, radii: Sequence[float], sigma: float | No
         "p_lower_cdf": None if p_lower is None else {
             repr(float(point)): float(value) for point, value in zip(P_LOWER_POINTS, p_lower_cdf(p_lower, P_LOWER_POINTS))},
         "at_cap": capped,
+        "samples_per_example": None if results.samples is None else float(np.mean(results.samples)),
     }
 
 

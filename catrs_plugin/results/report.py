@@ -47,6 +47,14 @@ def distribution_columns(summaries: Sequence[dict[str, Any]], percent: bool = Tr
     return columns
 
 
+def samples_columns(summaries: Sequence[dict[str, Any]]) -> list[Column]:
+    """``samples``, the mean estimation samples per example, when some summary knows them (a sequential
+    file's ``samples`` column, or an exact file's ``N``: see :func:`~catrs_plugin.results.metrics.summarize`)."""
+    if not any(s.get("samples_per_example") is not None for s in summaries):
+        return []
+    return [("samples", lambda s: "-" if s.get("samples_per_example") is None else f"{s['samples_per_example']:.0f}")]
+
+
 def format_table(
     summaries: Sequence[dict],
     radii: Sequence[float],
@@ -55,7 +63,7 @@ def format_table(
 ) -> str:
     """One row per summary: label, n, ACR and certified accuracy (percent) at each radius, and where the
     summaries know them, the source (measured or published), ``N`` and ``alpha`` before ACR and the
-    ``pA_lower`` CDF and fraction at the estimation cap (percent) after the radii.
+    ``pA_lower`` CDF, fraction at the estimation cap (percent) and mean estimation samples after the radii.
 
     Parameters
     ----------
@@ -69,7 +77,7 @@ def format_table(
         Summary entry naming the row (``path``, or ``method`` in comparisons).
     """
     source, settings, distribution = source_columns(summaries), settings_columns(summaries), \
-        distribution_columns(summaries)
+        distribution_columns(summaries) + samples_columns(summaries)
     header = [label_key, *(name for name, _ in source), "n", *(name for name, _ in settings), "ACR",
               *(f"{r:.2f}" for r in radii), *(name for name, _ in distribution)]
     rows = [

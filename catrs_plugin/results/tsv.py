@@ -1,5 +1,9 @@
 """Cohen-format result files: ``idx label predict radius correct time``, one row per example.
 
+Sequential certification (:mod:`catrs_plugin.certify.sequential`) writes the same columns plus
+``samples``, the estimation samples of each row, before ``time``
+(:data:`SEQUENTIAL_HEADER`); every reader here accepts both kinds.
+
 Rows are appended and flushed one at a time, so a killed run loses at most the row it was
 writing; :class:`ResultWriter` drops such a partial last line and reports which indices are
 already done, so that the run can continue where it stopped. It continues a file only when
@@ -25,6 +29,7 @@ from catrs_plugin.utils.reading import read_text
 from catrs_plugin.utils.validation import check_output_file
 
 CERTIFY_HEADER = ("idx", "label", "predict", "radius", "correct", "time")
+SEQUENTIAL_HEADER = ("idx", "label", "predict", "radius", "correct", "samples", "time")
 PREDICT_HEADER = ("idx", "label", "predict", "correct", "time")
 
 _TIME = re.compile(r"^(?:(?P<days>-?\d+) days?, )?(?P<h>\d+):(?P<m>\d{2}):(?P<s>\d{2}(?:\.\d+)?)$")
@@ -44,10 +49,16 @@ def parse_time(text: str) -> float:
     return days * 86400 + int(match.group("h")) * 3600 + int(match.group("m")) * 60 + float(match.group("s"))
 
 
-def format_certify_row(idx: int, label: int, predict: int, radius: float, seconds: float) -> str:
-    """One tab-separated CERTIFY row; the radius keeps 3 significant digits like ``certify.py``."""
+def format_certify_row(idx: int, label: int, predict: int, radius: float, seconds: float,
+                       samples: int | None = None) -> str:
+    """One tab-separated CERTIFY row; the radius keeps 3 significant digits like ``certify.py``.
+
+    With ``samples`` (sequential certification's estimation samples) the row has the columns of
+    :data:`SEQUENTIAL_HEADER`.
+    """
     correct = int(predict == label)
-    return f"{idx}\t{label}\t{predict}\t{radius:.3}\t{correct}\t{format_time(seconds)}"
+    extra = "" if samples is None else f"{int(samples)}\t"
+    return f"{idx}\t{label}\t{predict}\t{radius:.3}\t{correct}\t{extra}{format_time(seconds)}"
 
 
 def format_predict_row(idx: int, label: int, predict: int, seconds: float) -> str:
@@ -57,7 +68,8 @@ def format_predict_row(idx: int, label: int, predict: int, seconds: float) -> st
 
 @dataclass(frozen=True)
 class CertifyResults:
-    """Columns of a Cohen-format CERTIFY file as numpy arrays (``time`` in seconds)."""
+    """Columns of a Cohen-format CERTIFY file as numpy arrays (``time`` in seconds); ``samples``
+    is the estimation samples per row of a sequential file, ``None`` for an exact CERTIFY file."""
 
     path: str
     idx: np.ndarray
@@ -66,6 +78,7 @@ class CertifyResults:
     radius: np.ndarray
     correct: np.ndarray
     time: np.ndarray
+    samples: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.idx)
@@ -74,6 +87,7 @@ class CertifyResults:
 #: How each column of each kind of file is parsed.
 _COLUMN_TYPES = {
     CERTIFY_HEADER: (int, int, int, float, int, parse_time),
+    SEQUENTIAL_HEADER: (int, int, int, float, int, int, parse_time),
     PREDICT_HEADER: (int, int, int, int, parse_time),
 }
 
@@ -85,7 +99,7 @@ class ResultTable:
     Attributes
     ----------
     header : tuple of str
-        :data:`CERTIFY_HEADER` or :data:`PREDICT_HEADER`.
+        :data:`CERTIFY_HEADER`, :data:`SEQUENTIAL_HEADER` or :data:`PREDICT_HEADER`.
     lines : list of str
         The complete rows as written (without the newline).
     values : list of tuple
@@ -102,7 +116,7 @@ class ResultTable:
 
 def read_table(
     path: str | os.PathLike,
-    headers: tuple[tuple[str, ...], ...] = (CERTIFY_HEADER, PREDICT_HEADER),
+    headers: tuple[tuple[str, ...], ...] = (CERTIFY_HEADER, SEQUENTIAL_HEADER, PREDICT_HEADER),
     cut_last_row: bool = False,
 ) -> ResultTable:
     """Read and check every row of a Cohen-format file.
@@ -164,7 +178,8 @@ def check_row(row: Mapping[str, Any]) -> None:
     """Refuse a parsed row whose values cannot come from CERTIFY or PREDICT, by column name (any kind of file).
 
     ``idx`` and ``label`` are >= 0, ``predict`` a class or -1 (abstain), ``radius`` finite and >= 0
-    (0 on abstain), ``correct`` 1 exactly when ``predict == label`` and 0 otherwise, ``time`` >= 0.
+    (0 on abstain), ``correct`` 1 exactly when ``predict == label`` and 0 otherwise, ``time`` and a
+    sequential file's ``samples`` >= 0.
     Columns of other names are not checked here.
 
     Raises
@@ -172,7 +187,7 @@ def check_row(row: Mapping[str, Any]) -> None:
     ValueError
         Naming the column and the value.
     """
-    for name in ("idx", "label", "time"):
+    for name in ("idx", "label", "time", "samples"):
         if name in row and not row[name] >= 0:
             raise ValueError(f"{name} must be >= 0, got {row[name]}")
     if "predict" in row and row["predict"] < -1:
@@ -191,7 +206,8 @@ def check_row(row: Mapping[str, Any]) -> None:
 
 
 def read_certify_results(path: str | os.PathLike) -> CertifyResults:
-    """Read a Cohen-format CERTIFY TSV (header ``idx label predict radius correct time``).
+    """Read a Cohen-format CERTIFY TSV (header ``idx label predict radius correct time``), or a
+    sequential one (with ``samples`` before ``time``).
 
     Raises
     ------
@@ -201,17 +217,17 @@ def read_certify_results(path: str | os.PathLike) -> CertifyResults:
         If it is not a CERTIFY file (a folder, binary, another header, a malformed row); the
         message names the file and line.
     """
-    table = read_table(path, (CERTIFY_HEADER,))
-    columns = list(zip(*table.values)) if table.values else [()] * len(CERTIFY_HEADER)
-    idx, label, predict, radius, correct, seconds = columns
+    table = read_table(path, (CERTIFY_HEADER, SEQUENTIAL_HEADER))
+    columns = dict(zip(table.header, zip(*table.values) if table.values else [()] * len(table.header)))
     return CertifyResults(
         path=str(path),
-        idx=np.asarray(idx, dtype=np.int64),
-        label=np.asarray(label, dtype=np.int64),
-        predict=np.asarray(predict, dtype=np.int64),
-        radius=np.asarray(radius, dtype=np.float64),
-        correct=np.asarray(correct, dtype=np.int64),
-        time=np.asarray(seconds, dtype=np.float64),
+        idx=np.asarray(columns["idx"], dtype=np.int64),
+        label=np.asarray(columns["label"], dtype=np.int64),
+        predict=np.asarray(columns["predict"], dtype=np.int64),
+        radius=np.asarray(columns["radius"], dtype=np.float64),
+        correct=np.asarray(columns["correct"], dtype=np.int64),
+        time=np.asarray(columns["time"], dtype=np.float64),
+        samples=np.asarray(columns["samples"], dtype=np.int64) if "samples" in columns else None,
     )
 
 
@@ -245,7 +261,7 @@ class ResultWriter:
         What produces the rows (model digest, data, sigma, N, ...; the selection under
         ``indices``), recorded next to the file.
     header : tuple of str
-        :data:`CERTIFY_HEADER` or :data:`PREDICT_HEADER`.
+        :data:`CERTIFY_HEADER`, :data:`SEQUENTIAL_HEADER` or :data:`PREDICT_HEADER`.
     resume : bool
         Keep the complete rows of an existing file (default) instead of starting over.
     selection : iterable of int, optional

@@ -8,7 +8,8 @@ and replaces the work behind them:
 
 * ``certify`` and ``predict`` run on :class:`catrs_plugin.certify.smoothing.Smooth`: many inputs per
   forward batch, noise drawn on the device from per-example seeded streams, exact
-  Clopper-Pearson and binomial-test decisions;
+  Clopper-Pearson and binomial-test decisions; ``certify(..., sequential=True)`` is sequential
+  CERTIFY (:mod:`catrs_plugin.certify.sequential`), the same guarantee from fewer samples;
 * ``fit`` and ``fit_generator`` take ART's arguments (``training_mode``, ``drop_last``, the
   caller's ``scheduler``, ``validation_data``) and train with a registered method (CAT-RS by
   default) through :func:`catrs_plugin.train.loop.train` (see :mod:`catrs_adapters.art.fitting`);
@@ -38,6 +39,7 @@ from catrs_adapters.art.attacks import attack_in_progress
 from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
 from catrs_adapters.art.inputs import check_clip_values, checked_inputs
 from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
+from catrs_plugin.certify.sequential import DEFAULT_RADII
 from catrs_plugin.certify.smoothing import PREDICTION, Smooth, derive_seed
 from catrs_plugin.methods.base import Method
 from catrs_plugin.plugins.registry import get_registry
@@ -323,8 +325,13 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         batch_size: int | None = None,
         indices: Sequence[int] | None = None,
         verbose: bool = False,
+        *,
+        sequential: bool = False,
+        radii: Sequence[float] = DEFAULT_RADII,
+        alpha_sequence: float | None = None,
+        labels: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Cohen et al.'s CERTIFY with N0 = ``sample_size`` and N = ``n``.
+        """Cohen et al.'s CERTIFY with N0 = ``sample_size`` and N = ``n`` (or sequential CERTIFY).
 
         Parameters
         ----------
@@ -332,7 +339,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             Inputs ``(examples, *input_shape)`` within ``clip_values`` (lists and any numeric
             dtype are accepted; values outside ``clip_values`` raise ``ValueError``).
         n : int
-            Estimation samples per input.
+            Estimation samples per input (with ``sequential``: the most an input may use).
         batch_size : int, optional
             Noisy samples per forward pass, as in ART; ``None`` (our default, ART's is 32)
             sizes it from the free memory. Results do not depend on it.
@@ -340,6 +347,19 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             Data-set index of each input, which seeds its noise (default ``0 .. examples-1``).
         verbose : bool
             Show a progress bar.
+        sequential : bool
+            Sequential CERTIFY (:meth:`catrs_plugin.certify.smoothing.Smooth.certify_sequential`):
+            the same guarantee at ``alpha``, each input stopping as soon as every radius of
+            ``radii`` is decided. A stopped input's radius may be smaller than CERTIFY's
+            (certified accuracy at ``radii`` is comparable, ACR is not). The estimation samples
+            each input used are given by ``smooth().certify_sequential``.
+        radii, alpha_sequence
+            With ``sequential``: the radii to decide and the confidence sequence's share of
+            ``alpha`` (see :mod:`catrs_plugin.certify.sequential`).
+        labels : array-like, optional
+            With ``sequential``, in evaluation only: class indices or one-hot rows; an input
+            whose selected class is not its label stops after the selection (its class is
+            then that selected class, radius 0: incorrect, as CERTIFY would count it).
 
         Returns
         -------
@@ -349,7 +369,14 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
             Certified L2 radius per input, 0 on abstain.
         """
         smooth = self.smooth("auto" if batch_size is None else batch_size, verbose)
-        return smooth.certify(self._inputs(x, "x"), self.sample_size, n, self.alpha, indices)
+        inputs = self._inputs(x, "x")
+        if not sequential:
+            if labels is not None or alpha_sequence is not None:
+                raise ValueError("labels and alpha_sequence apply to sequential=True only")
+            return smooth.certify(inputs, self.sample_size, n, self.alpha, indices)
+        result = smooth.certify_sequential(inputs, self.sample_size, n, self.alpha, radii, alpha_sequence, labels,
+                                           indices)
+        return result.predictions, result.radii
 
     def soft(self, training_mode: bool = False) -> SmoothedSoft:
         """The smoothed soft classifier (``log`` of the mean softmax over ``sample_size`` noises) as a module."""
