@@ -93,14 +93,15 @@ def test_exact_failure_probability_stays_below_alpha(n, alpha):
 
 
 def test_monte_carlo_with_peeking_after_every_block():
-    """alpha = 0.05, so that failures are frequent enough to count: ours stays below, naive peeking does not."""
+    """alpha = 0.05, so that failures are frequent enough to count. On the same simulated samples, ours stays
+    below alpha and Clopper-Pearson re-checked after every block does not."""
     alpha, runs = 0.05, 4000
     rule = StoppingRule(0.5, 2000, alpha, radii=[0.25, 0.5])
-    rng = np.random.default_rng(0)
+    p = rule.thresholds[1] - 0.01  # just below Phi(0.25 / 0.5): certifying 0.25 would be wrong
+    outcomes = np.random.default_rng(0).binomial(np.diff(rule.checks(), prepend=0), p, (runs, 20))
     failures = {}
     for name, procedure in (("sequence", rule), ("peeking", PeekingClopperPearson(0.5, 2000, alpha, [0.25, 0.5]))):
-        p = rule.thresholds[1] - 0.01  # just below Phi(0.5): certifying 0.25 would be wrong
-        bound, samples = simulate(procedure, np.full(runs, p), rng)
+        bound, samples = simulate(procedure, outcomes)
         failures[name] = np.mean(bound > p)
         assert samples.min() >= NOISE_BLOCK and samples.max() <= 2000
     limit = alpha + 3 * np.sqrt(alpha * (1 - alpha) / runs)
@@ -111,7 +112,8 @@ def test_monte_carlo_with_peeking_after_every_block():
 def test_simulation_agrees_with_the_dynamic_program():
     rule = StoppingRule(0.5, 1500, 0.05, radii=[0.25])
     p = rule.thresholds[1] - 0.02
-    bound, _ = simulate(rule, np.full(20_000, p), np.random.default_rng(1))
+    sizes = np.diff(rule.checks(), prepend=0)
+    bound, _ = simulate(rule, np.random.default_rng(1).binomial(sizes, p, (20_000, len(sizes))))
     (exact,) = exact_failure(rule, [p])
     assert abs(np.mean(bound > p) - exact) < 4 * np.sqrt(exact * (1 - exact) / 20_000) + 1e-3
 
@@ -154,7 +156,7 @@ def test_rule_settings_and_bad_values():
 
 
 def test_stopping_rule_decisions_follow_the_sequence():
-    rule = StoppingRule(0.25, 100_000, 0.001)
+    rule = StoppingRule(0.25, 100_000, 0.001, alpha_sequence=0.0005)
     n = np.array([10_000, 10_000, 100, 100])
     s = np.array([10_000, 5_000, 0, 60])
     certified, below = rule.certified(n, s), rule.below(n, s)
@@ -317,8 +319,8 @@ def test_file_rows_record_and_resume(digits_model, tmp_path):
     np.testing.assert_array_equal(results.samples[wrong], 0)  # the label-aware exit
     np.testing.assert_array_equal(results.correct[wrong], 0)
     record = read_record(whole)
-    assert (record["procedure"], record["radii"], record["alpha_sequence"]) == ("sequential", [0.0, 0.25, 0.5],
-                                                                                0.005)
+    assert (record["procedure"], record["radii"]) == ("sequential", [0.0, 0.25, 0.5])
+    assert record["alpha_sequence"] == pytest.approx(SEQUENCE_SHARE * 0.01)
     with pytest.raises(ProvenanceError, match="radii"):
         certify_to_file(model, 10, SIGMA, x, y, whole, np.arange(30), **{**kwargs, "radii": (0.25,)})
     with pytest.raises(ProvenanceError, match="procedure"):

@@ -61,7 +61,8 @@ not CERTIFY's; certified accuracy at every radius is.
 
 **Many inputs in flight.** A forward batch holds whole blocks of up to ``batch_size //
 NOISE_BLOCK`` unfinished inputs, refilled from the queue as inputs finish (when fewer inputs
-remain, each gets several blocks per batch, and the check still happens after each block).
+remain, each gets several blocks per batch, at most a quarter of what it has drawn, and the
+check still happens after each block).
 Each input's noise comes only from its own stream, so results do not depend on the batch size
 or on the other inputs of a call. The success counts stay on the device; one small array of
 per-block counts goes to the host per forward batch.
@@ -95,10 +96,12 @@ DEFAULT_RADII = TABLE_RADII
 
 #: Share of ``alpha`` given to the confidence sequence when ``alpha_sequence`` is not given
 #: (the rest goes to the Clopper-Pearson fallback at ``N``). Chosen by replaying the published
-#: CAT-RS results through the procedure (``benchmarks/sequential.py replay``; docs/benchmarks.rst):
-#: shares from 0.5 to 0.9 differ by a few per cent in samples and by less than 0.1 percentage
-#: points in certified accuracy.
-SEQUENCE_SHARE = 0.5
+#: CAT-RS results through the procedure (``benchmarks/sequential.py replay --shares ...``;
+#: docs/benchmarks.rst): from 0.1 to 0.8 of alpha the samples per image fall by about 10 %, while
+#: the certified accuracy at the largest reachable radius moves further from exact CERTIFY's
+#: (the fallback at ``N`` gets less of alpha); at 0.2 it stays within 0.02 percentage points at
+#: every radius, for 4 % more samples than at 0.5.
+SEQUENCE_SHARE = 0.2
 
 #: Parameter of the Beta(a, a) mixing distribution of the confidence sequence (Jeffreys' prior).
 PRIOR = 0.5
@@ -304,14 +307,16 @@ class StoppingRule:
         return low
 
 
-def simulate(rule: StoppingRule, p: np.ndarray | Sequence[float],
-             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``rule`` on simulated estimation samples: Bernoulli(``p``) trials in place of a model.
+def simulate(rule: StoppingRule, block_successes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``rule`` on given estimation outcomes instead of a model: where each input stops, and its bound.
 
-    Each input's success count grows by a Binomial(block, ``p``) draw per block, and the input
-    stops where :func:`certify_sequential` would stop it. For planning budgets (the expected
-    samples of an input with a given ``pA``) and for replaying published results
-    (``benchmarks/sequential.py replay``).
+    ``block_successes[i, b]`` is the number of samples of block ``b`` (of the sizes
+    ``numpy.diff(rule.checks(), prepend=0)``) in input ``i``'s selected class, e.g.
+    ``rng.binomial(sizes, p[:, None])`` for inputs with ``pA = p``. Each input stops where
+    :func:`certify_sequential` would stop it on those outcomes, and its counts over all blocks are
+    what exact CERTIFY would count. For planning budgets (the expected samples of an input with a
+    given ``pA``), for replaying published results (``benchmarks/sequential.py replay``) and for
+    the Monte-Carlo tests.
 
     Returns
     -------
@@ -320,17 +325,19 @@ def simulate(rule: StoppingRule, p: np.ndarray | Sequence[float],
     samples : numpy.ndarray
         The estimation samples each input used.
     """
-    p = np.asarray(p, dtype=np.float64)
-    active = np.arange(len(p))
-    successes = np.zeros(len(p), dtype=np.int64)
-    bound, samples = np.zeros(len(p)), np.zeros(len(p), dtype=np.int64)
-    drawn = 0
-    for checked in rule.checks():
-        successes[active] += rng.binomial(int(checked) - drawn, p[active])
-        drawn = int(checked)
-        stop = rule.decided(drawn, successes[active])
+    checks = rule.checks()
+    blocks = np.asarray(block_successes)
+    if blocks.ndim != 2 or blocks.shape[1] != len(checks):
+        raise ValueError(f"block_successes must have shape (inputs, {len(checks)}) (one column per block of "
+                         f"rule.checks()), got {blocks.shape}")
+    cumulative = np.cumsum(blocks, axis=1)
+    active = np.arange(len(blocks))
+    bound, samples = np.zeros(len(blocks)), np.zeros(len(blocks), dtype=np.int64)
+    for column, checked in enumerate(checks):
+        successes = cumulative[active, column]
+        stop = rule.decided(checked, successes)
         done = active[stop]
-        bound[done], samples[done] = rule.bound(drawn, successes[done]), drawn
+        bound[done], samples[done] = rule.bound(checked, successes[stop]), checked
         active = active[~stop]
         if not len(active):
             break
@@ -386,10 +393,12 @@ def _estimate(smooth: Any, inputs: torch.Tensor, keys: np.ndarray, classes: np.n
               rule: StoppingRule) -> tuple[np.ndarray, np.ndarray]:
     """Draw estimation blocks until ``rule`` stops each input; ``(samples, successes)`` per input.
 
-    Each forward batch holds up to ``capacity`` blocks: one per input in flight, or several per
-    input when fewer inputs than ``capacity`` remain. Block ``b`` of an input is always the
-    ``b``-th block of its own stream, and the rule sees the counts after each block in order, so
-    where the input stops does not depend on how the batches were filled.
+    Each forward batch holds up to ``capacity`` blocks: one per input in flight, or, when fewer
+    inputs than ``capacity`` remain, several per input, but never more than a quarter of the
+    blocks the input has drawn so far (the samples drawn past an input's stop, which are wasted,
+    stay below a quarter of those it used). Block ``b`` of an input is always the ``b``-th block
+    of its own stream, and the rule sees the counts after each block in order, so where the
+    input stops does not depend on how the batches were filled.
     """
     device, shape, budget = inputs.device, tuple(inputs.shape[1:]), rule.n
     capacity = max(1, smooth.resolve_batch_size(shape) // NOISE_BLOCK)
@@ -408,7 +417,8 @@ def _estimate(smooth: Any, inputs: torch.Tensor, keys: np.ndarray, classes: np.n
             for position, generator in flight.items():
                 start = filled
                 drawn = int(samples[position])
-                for _ in range(min(share, -(-(budget - drawn) // NOISE_BLOCK))):
+                blocks = min(share, -(-(budget - drawn) // NOISE_BLOCK), max(1, drawn // NOISE_BLOCK // 4))
+                for _ in range(blocks):
                     noise[filled : filled + NOISE_BLOCK].normal_(generator=generator)
                     size = min(NOISE_BLOCK, budget - drawn)
                     owners.append(position)

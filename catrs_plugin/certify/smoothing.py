@@ -13,6 +13,9 @@ leave every decision rule intact:
   order in which examples are processed. Any subset of a data set certifies to exactly the
   numbers the full run gives for those examples.
 
+:meth:`Smooth.certify_sequential` is sequential CERTIFY (:mod:`catrs_plugin.certify.sequential`):
+the same streams and guarantee, each input stopping as soon as the radii asked about are decided.
+
 Options that trade exactness for speed are off by default; with them off, the counts equal
 those of a straightforward per-example, per-block loop over the same noise stream. ``fast=True``
 turns on all of them at once (bfloat16 autocast, ``channels_last``, batch norm folded into the

@@ -3,10 +3,10 @@ fraction at the estimation cap, with the ``N`` and alpha they were computed at) 
 next to published results if asked; or, with ``--corruptions DIR...``, per-corruption ACR and accuracy and
 their means (mACR, mAcc).
 
-Files of exact CERTIFY and of sequential CERTIFY are both read; the ``samples`` column gives the mean
-estimation samples per example: a sequential file's own column, an exact file's ``N`` (from its provenance
-record or ``--N``; ``-`` when neither says). A sequential file's ACR is not comparable with exact CERTIFY's
-(see :mod:`catrs_plugin.certify.sequential`)."""
+Files of exact CERTIFY and of sequential CERTIFY are both read. With a sequential file among them, the
+``samples`` column gives the mean estimation samples per example: a sequential file's own column, an exact
+file's ``N`` (from its provenance record or ``--N``; ``-`` when neither says). A sequential file's ACR is not
+comparable with exact CERTIFY's (see :mod:`catrs_plugin.certify.sequential`)."""
 
 from __future__ import annotations
 
@@ -66,16 +66,16 @@ def run(args: argparse.Namespace) -> int:
     summaries, rows = [], {}
     for path in args.files:
         results = _read(path)
-        summaries.append(_with_samples(summarize(results, radii, **_settings(path, args))))
+        summaries.append(summarize(results, radii, **_settings(path, args)))
         rows[path] = (results, summaries[-1])
     if args.published:
         sigma, dataset = _published_target(args)
         for method, path in published_results(args.published, dataset, sigma).items():
             results = _read(str(path))
-            summary = {**_with_samples(summarize(results, radii, sigma, CATRS_RELEASE.n, CATRS_RELEASE.alpha)),
-                       "source": PUBLISHED}
+            summary = {**summarize(results, radii, sigma, CATRS_RELEASE.n, CATRS_RELEASE.alpha), "source": PUBLISHED}
             summaries.append(summary)
             rows[f"{method} ({PUBLISHED})"] = (results, summary)
+    _fill_samples(summaries)
     if args.pa_plot:
         _plot(rows, args.pa_plot)
     if args.format == "json":
@@ -90,11 +90,12 @@ def _settings(path: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"sigma": settings["sigma"], "n": settings["N"], "alpha": settings["alpha"]}
 
 
-def _with_samples(summary: dict[str, Any]) -> dict[str, Any]:
-    """An exact CERTIFY file's ``samples_per_example``: its ``N``, which every row drew."""
-    if summary["samples_per_example"] is None and summary["N"] is not None:
-        summary["samples_per_example"] = float(summary["N"])
-    return summary
+def _fill_samples(summaries: list[dict[str, Any]]) -> None:
+    """Next to a sequential file, an exact CERTIFY file's ``samples_per_example``: its ``N``, which every row drew."""
+    if any(summary["samples_per_example"] is not None for summary in summaries):
+        for summary in summaries:
+            if summary["samples_per_example"] is None and summary["N"] is not None:
+                summary["samples_per_example"] = float(summary["N"])
 
 
 def _published_target(args: argparse.Namespace) -> tuple[float, str]:

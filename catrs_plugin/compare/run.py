@@ -241,8 +241,8 @@ def run_comparison(
         jobs[key] = Job(evaluate_job, (plan, run), "teacher" if waits else None)
     runner = runner or InProcess(device, log)
     log(f"{dataset}: {len(methods)} method(s) at sigma {', '.join(map(str, sigma_list))}, preset {preset}, "
-        f"{budget.epochs} epochs, {plan.procedure} N0={budget.n0} N={budget.n} alpha={budget.alpha}; {len(runs)} runs on "
-        f"{runner.describe()}")
+        f"{budget.epochs} epochs, {plan.procedure} N0={budget.n0} N={budget.n} alpha={budget.alpha}; "
+        f"{len(runs)} runs on {runner.describe()}")
     try:
         results, failures = run_jobs(runner, jobs)
     finally:
