@@ -44,7 +44,6 @@ def ours(model: torch.nn.Module | None = None, **kwargs) -> PyTorchCATRS:
 #: through ``set_params`` (it gives ``model``, ``loss``, ``input_shape`` and ``nb_classes`` to the
 #: constructor and makes a new optimizer of the same type).
 OTHER_VALUES = {
-    "channels_first": False,
     "clip_values": (0.0, 2.0),
     "preprocessing_defences": GaussianAugmentation(sigma=0.1, augmentation=False),
     "postprocessing_defences": Rounded(decimals=2),
@@ -61,6 +60,9 @@ OTHER_VALUES = {
     "fast": True,
 }
 PASSED_TO_THE_CONSTRUCTOR = ("model", "loss", "input_shape", "nb_classes", "optimizer")
+
+#: Parameters with one accepted value (``channels_first=False`` is refused: PyTorch models take (n, C, H, W)).
+ONLY_ONE_VALUE = {"channels_first": True}
 
 
 def _same(value, expected) -> bool:
@@ -79,7 +81,16 @@ def test_every_constructor_parameter_is_an_estimator_parameter():
     assert parameters <= set(PyTorchCATRS.estimator_params), parameters - set(PyTorchCATRS.estimator_params)
     assert set(PyTorchRandomizedSmoothing.estimator_params) <= set(PyTorchCATRS.estimator_params)
     # the round-trip test below has a value for each (a new constructor parameter needs one there)
-    assert parameters == set(OTHER_VALUES) | set(PASSED_TO_THE_CONSTRUCTOR)
+    assert parameters == set(OTHER_VALUES) | set(PASSED_TO_THE_CONSTRUCTOR) | set(ONLY_ONE_VALUE)
+
+
+@pytest.mark.parametrize("name", list(ONLY_ONE_VALUE))
+def test_a_parameter_with_one_accepted_value_is_carried_and_checked_by_set_params(name):
+    built = ours(**{name: ONLY_ONE_VALUE[name]})
+    assert built.get_params()[name] == ONLY_ONE_VALUE[name]
+    assert built.clone_for_refitting().get_params()[name] == ONLY_ONE_VALUE[name]
+    with pytest.raises(ValueError, match=f"^{name}="):
+        built.set_params(**{name: not ONLY_ONE_VALUE[name]})
 
 
 @pytest.mark.parametrize("name", list(OTHER_VALUES))

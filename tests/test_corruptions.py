@@ -48,7 +48,7 @@ def test_per_corruption_rows_follow_the_metric_definitions(reference_dir):
 
 def test_analyze_needs_files_or_folders(tmp_path, capsys):
     assert main(["analyze"]) == 2
-    assert "either result FILEs or --corruptions" in capsys.readouterr().err
+    assert "give result FILEs, --published DIR, or --corruptions DIR" in capsys.readouterr().err
     assert main(["analyze", "--corruptions", str(tmp_path)]) == 2
     assert "holds no <corruption>.tsv" in capsys.readouterr().err
 

@@ -66,13 +66,13 @@ class DropLastData(TensorData):
         vars(self).update(vars(data))
 
     def batches(self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0,
-                world: int = 1) -> Iterator[tuple]:
+                world: int = 1, order: torch.Tensor | None = None) -> Iterator[tuple]:
         full = batch_size // world
-        return (batch for batch in super().batches(epoch, batch_size, seed, device, rank, world)
+        return (batch for batch in super().batches(epoch, batch_size, seed, device, rank, world, order)
                 if len(batch[0]) == full)
 
-    def num_batches(self, batch_size: int) -> int:
-        return len(self) // batch_size
+    def num_batches(self, batch_size: int, order: torch.Tensor | None = None) -> int:
+        return (len(self) if order is None else len(order)) // batch_size
 
 
 class RangeCheckedLoaderData(LoaderData):
@@ -83,8 +83,8 @@ class RangeCheckedLoaderData(LoaderData):
         self.clip_values = clip_values
 
     def batches(self, epoch: int, batch_size: int, seed: int, device: torch.device, rank: int = 0,
-                world: int = 1) -> Iterator[tuple]:
-        for batch in super().batches(epoch, batch_size, seed, device, rank, world):
+                world: int = 1, order: torch.Tensor | None = None) -> Iterator[tuple]:
+        for batch in super().batches(epoch, batch_size, seed, device, rank, world, order):
             check_range(batch[0], "the generator's batch", self.clip_values)
             yield batch
 
