@@ -11,9 +11,17 @@ modules.
 cumulative import time of ``timm`` and of ``catrs_adapters.timm_models``, which the hook imports
 right after timm to register our models.
 
-Example (about a minute)::
+The ``catrs`` command (``--part commands``): ``python -X importtime -m catrs_plugin.cli ARGS`` for
+``--help``, ``train --help``, ``methods`` and ``analyze`` of one released result file, each started
+``--repeats`` times in turn, with the package of each ``--checkout`` folder first on the path
+(default: this checkout), so that two versions of the code are measured interleaved under the same
+load. Reported per command: the median and fastest wall-clock time of the whole process and
+whether it imported torch.
+
+Examples (about a minute each)::
 
     python benchmarks/startup.py --repeats 30
+    python benchmarks/startup.py --part commands --repeats 10 --checkout /tmp/before --checkout .
 """
 
 from __future__ import annotations
@@ -68,13 +76,58 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):7.2f} ms, fastest {min(values):7.2f} ms"
 
 
+#: ``catrs`` arguments timed by ``--part commands`` (paths relative to the checkout).
+COMMANDS = (("--help",), ("train", "--help"), ("methods",),
+            ("analyze", "tests/data/catrs-official-certify/cifar10/cat-rs/noise_0.25.tsv"))
+
+
+def command_startup(repeats: int, checkouts: list[Path]) -> None:
+    """Time each of :data:`COMMANDS` with the package of each checkout first on the path, interleaved."""
+    wall: dict[tuple[Path, tuple[str, ...]], list[float]] = {}
+    torch_imported: dict[tuple[Path, tuple[str, ...]], bool] = {}
+    for round_ in range(repeats + 1):  # round 0 writes the byte code and is not counted
+        for checkout in checkouts:
+            env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+            env["PYTHONPATH"] = os.pathsep.join([str(checkout), str(checkout / "adapters"), env.get("PYTHONPATH", "")])
+            for command in COMMANDS:
+                started = time.perf_counter()
+                done = subprocess.run([sys.executable, "-X", "importtime", "-m", "catrs_plugin.cli", *command],
+                                      cwd=checkout, env=env, capture_output=True, text=True, check=True)
+                seconds = time.perf_counter() - started
+                if round_:
+                    wall.setdefault((checkout, command), []).append(seconds * 1e3)
+                    torch_imported[checkout, command] = "torch" in import_times(done.stderr)
+    print(f"Python {sys.version.split()[0]}, {repeats} starts per command and checkout, interleaved")
+    for checkout in checkouts:
+        print(f"  {checkout}:")
+        for command in COMMANDS:
+            label = "catrs " + " ".join(command[:1] if command[0] == "analyze" else command)
+            torch_text = "imports torch" if torch_imported[checkout, command] else "no torch"
+            print(f"    {label:20s} {summary(wall[checkout, command])}  ({torch_text})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30, help="interpreter starts per environment (default 30)")
+    parser.add_argument("--part", choices=("hook", "commands", "all"), default="all",
+                        help="the start-up hook, the catrs command, or both (default: all)")
+    parser.add_argument("--checkout", action="append", type=Path, default=None, metavar="DIR",
+                        help="checkout whose catrs_plugin the commands run (repeatable; default: this one)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    checkouts = [path.resolve() for path in args.checkout or [ROOT]]
+    missing = [str(path) for path in checkouts if not (path / "catrs_plugin" / "cli" / "__init__.py").is_file()]
+    if missing:
+        parser.error(f"--checkout must be a catrs-plugin checkout, got {', '.join(missing)}")
+    if args.part in ("hook", "all"):
+        hook_startup(args.repeats)
+    if args.part in ("commands", "all"):
+        command_startup(args.repeats, checkouts)
 
+
+def hook_startup(repeats: int) -> None:
+    """Interpreter start-up with and without the hook, and what registering our models adds to ``import timm``."""
     with tempfile.TemporaryDirectory() as scratch:
         scratch_dir = Path(scratch)
         code = f"from hatchling.build import build_wheel; print(build_wheel({str(scratch_dir)!r}))"
@@ -87,7 +140,7 @@ def main() -> None:
         ours_ms: list[float] = []
         for python in pythons.values():
             start_up(python)  # writes byte code where pip did not
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             for name, python in pythons.items():
                 wall_ms, times = start_up(python)
                 wall[name].append(wall_ms)
@@ -97,12 +150,12 @@ def main() -> None:
 
         timm_total, timm_ours = [], []
         start_up(Path(sys.executable), "import timm")  # writes the byte code of a checkout
-        for _ in range(max(1, args.repeats // 10)):
+        for _ in range(max(1, repeats // 10)):
             _, times = start_up(Path(sys.executable), "import timm")
             timm_total.append(times["timm"])
             timm_ours.append(times["catrs_adapters.timm_models"])
 
-    print(f"Python {sys.version.split()[0]}, {args.repeats} starts per environment, interleaved")
+    print(f"Python {sys.version.split()[0]}, {repeats} starts per environment, interleaved")
     for name in pythons:
         print(f"  python -c pass, {name:17s} whole process {summary(wall[name])}; site {summary(site_ms[name])}")
     print(f"  our imports at start-up (-X importtime, cumulative): {summary(ours_ms)}")

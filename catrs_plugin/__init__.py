@@ -9,64 +9,69 @@ does not run.
 
 The code lives in one folder per job (``utils``, ``backbones``, ``results``, ``certify``,
 ``methods``, ``plugins``, ``train``, ``compare``, ``cli``, each importing only those before it);
-the names below are the public API wherever they live.
+the names below are the public API wherever they live. Each is imported on first use (module
+``__getattr__``), so ``import catrs_plugin`` and the ``catrs`` command's start-up (``catrs --help``)
+do not import torch; ``from catrs_plugin import Smooth`` imports what ``Smooth`` needs.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import Any
-
-from catrs_plugin.certify.files import certify_to_file, predict_to_file
-from catrs_plugin.certify.smoothing import Smooth
-from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound
-from catrs_plugin.methods import CATRS, GAUSSIAN, Method, TrainBatch, catrs_loss, gaussian_loss, worst_case_noise
-from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.results.metrics import average_certified_radius, certified_accuracy, summarize
-from catrs_plugin.results.tsv import ResultWriter, read_certify_results
-from catrs_plugin.train.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from catrs_plugin.train.loop import TensorData, TrainConfig, train
-from catrs_plugin.train.soft_labels import smoothed_soft_labels
 
 __version__ = "0.1.0"
 
-_ART_EXPORTS = {
+#: Public name -> the module that defines it, imported when the name is first used.
+_EXPORTS = {
+    "certify_to_file": "catrs_plugin.certify.files",
+    "predict_to_file": "catrs_plugin.certify.files",
+    "Smooth": "catrs_plugin.certify.smoothing",
+    "certified_radius": "catrs_plugin.certify.stats",
+    "lower_confidence_bound": "catrs_plugin.certify.stats",
+    **dict.fromkeys(("CATRS", "GAUSSIAN", "Method", "TrainBatch", "catrs_loss", "gaussian_loss", "worst_case_noise"),
+                    "catrs_plugin.methods"),
+    "get_registry": "catrs_plugin.plugins.registry",
+    **dict.fromkeys(("average_certified_radius", "certified_accuracy", "summarize"), "catrs_plugin.results.metrics"),
+    "ResultWriter": "catrs_plugin.results.tsv",
+    "read_certify_results": "catrs_plugin.results.tsv",
+    **dict.fromkeys(("load_checkpoint", "read_checkpoint", "save_checkpoint"), "catrs_plugin.train.checkpoint"),
+    **dict.fromkeys(("TensorData", "TrainConfig", "train"), "catrs_plugin.train.loop"),
+    "smoothed_soft_labels": "catrs_plugin.train.soft_labels",
+    # The ART classes: importing the core does not import ART.
     "CATRSTrainer": "catrs_adapters.art.trainer",
     "PyTorchCATRS": "catrs_adapters.art.estimator",
 }
 
-__all__ = [
-    "CATRS",
-    "GAUSSIAN",
-    "Method",
-    "ResultWriter",
-    "Smooth",
-    "TensorData",
-    "TrainBatch",
-    "TrainConfig",
-    "average_certified_radius",
-    "catrs_loss",
-    "certified_accuracy",
-    "certified_radius",
-    "certify_to_file",
-    "gaussian_loss",
-    "get_registry",
-    "load_checkpoint",
-    "lower_confidence_bound",
-    "predict_to_file",
-    "read_certify_results",
-    "read_checkpoint",
-    "save_checkpoint",
-    "smoothed_soft_labels",
-    "summarize",
-    "train",
-    "worst_case_noise",
-    *_ART_EXPORTS,
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ART_EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_ART_EXPORTS[name]), name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        if name != "train":  # see _Package
+            globals()[name] = value
+        return value
     raise AttributeError(f"module 'catrs_plugin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """``catrs_plugin.train`` is the function :func:`catrs_plugin.train.loop.train`, as it was when this
+    module imported everything at once, although a sub-package of the same name exists: importing
+    ``catrs_plugin.train`` (the sub-package) sets this attribute to it, which the setter ignores."""
+
+    @property
+    def train(self) -> Any:
+        return __getattr__("train")
+
+    @train.setter
+    def train(self, value: Any) -> None:
+        pass
+
+
+sys.modules[__name__].__class__ = _Package

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,33 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.*") if p.suffix in (".pt", ".tsv", ".npy")}
     assert main(arguments) == 0  # everything is finished: nothing is trained, sampled or certified again
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.*") if p.suffix in (".pt", ".tsv", ".npy")} == stamps
+
+
+LIGHT_START = """
+import sys
+from catrs_plugin.cli import main
+for argv in (["--help"], ["train", "--help"], ["analyze", "tests/data/catrs-official-certify/cifar10/cat-rs/noise_0.25.tsv"]):
+    assert main(argv) == 0, argv
+    assert "torch" not in sys.modules, (argv, "imported torch")
+import catrs_plugin
+from catrs_plugin import Smooth, train
+assert train.__module__ == "catrs_plugin.train.loop" and catrs_plugin.train is train, train
+print("ok")
+"""
+
+
+def test_help_and_analyze_do_not_import_torch():
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", LIGHT_START], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "ok"
+
+
+def test_the_parser_offers_what_the_core_accepts():
+    from catrs_plugin.cli.compare import PRESETS
+    from catrs_plugin.compare.plan import BUDGETS
+    from catrs_plugin.train.loop import AMP_DTYPES
+    from catrs_plugin.utils.defaults import AMP_NAMES
+
+    assert tuple(AMP_DTYPES) == AMP_NAMES
+    assert set(PRESETS) == set(BUDGETS)

@@ -89,6 +89,7 @@ from tqdm.auto import tqdm
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound
 from catrs_plugin.certify.streams import ESTIMATION, NOISE_BLOCK, SELECTION
 from catrs_plugin.results.metrics import TABLE_RADII
+from catrs_plugin.utils import defaults
 from catrs_plugin.utils.validation import check_alpha, check_labels, check_positive_int, check_sigma
 
 #: The radii decided when none are given: those of ``catrs analyze``'s table, 0 to 2 in steps of 0.25.
@@ -101,7 +102,7 @@ DEFAULT_RADII = TABLE_RADII
 #: the certified accuracy at the largest reachable radius moves further from exact CERTIFY's
 #: (the fallback at ``N`` gets less of alpha: 0.6 percentage points at 0.8); at 0.2 it stays
 #: within 0.03 points at every radius, for 2 to 4 % more samples than at 0.5.
-SEQUENCE_SHARE = 0.2
+SEQUENCE_SHARE = defaults.SEQUENCE_SHARE
 
 #: Parameter of the Beta(a, a) mixing distribution of the confidence sequence (Jeffreys' prior).
 PRIOR = 0.5

@@ -16,8 +16,6 @@ import sys
 import traceback
 from typing import NoReturn, Sequence
 
-from catrs_plugin.utils.provenance import DEFAULT_HINT, ProvenanceError
-
 
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``catrs CMD: error: ...``), exit status 2."""
@@ -85,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(stop.code or 0)
     from catrs_plugin.cli._checks import check_arguments, option_names
     from catrs_plugin.cli._failures import explain
+    from catrs_plugin.utils.provenance import DEFAULT_HINT, ProvenanceError
 
     _show_progress_messages()
     options = option_names(parser._subparsers._group_actions[0].choices[args.command])

@@ -1,4 +1,8 @@
-"""Options and helpers shared by several ``catrs`` sub-commands."""
+"""Options and helpers shared by several ``catrs`` sub-commands.
+
+Building the parser imports nothing heavy (``catrs --help`` does not import torch): the sub-command
+modules import the core inside the functions that run a command, and so does this module.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,13 @@ import argparse
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-from catrs_plugin.certify.distributed import rank_and_world
-from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.plugins.specs import DatasetSpec
-from catrs_plugin.utils import locking
+    from catrs_plugin.plugins.specs import DatasetSpec
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,8 @@ def resolve_device(name: str, option: str = "--device") -> torch.device:
         If the name is not a device this package runs on (``meta`` and other kinds of device are
         not), or names a CUDA or MPS device this machine does not have.
     """
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -90,6 +94,9 @@ def claim_output(args: argparse.Namespace, path: str | os.PathLike, name: str) -
     catrs_plugin.utils.locking.OutputLocked
         If another run holds the lock; the message names ``name`` and who holds it.
     """
+    from catrs_plugin.certify.distributed import rank_and_world
+    from catrs_plugin.utils import locking
+
     path = Path(path)
     if rank_and_world()[0] == 0:
         args.held_outputs.enter_context(locking.exclusive(path, name))
@@ -114,6 +121,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_split(dataset: str, split: str, data_dir: str | None) -> tuple[DatasetSpec, np.ndarray, np.ndarray]:
     """The dataset's spec and one split as numpy arrays."""
+    from catrs_plugin.plugins.registry import get_registry
+
     spec = get_registry().dataset(dataset)
     if split not in spec.splits:
         raise ValueError(f"--split must be one of {', '.join(spec.splits)} for dataset {dataset!r}, got {split!r}")

@@ -14,15 +14,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from catrs_plugin.results.corruptions import format_corruption_table, summarize_corruptions
-from catrs_plugin.results.metrics import TABLE_RADII, certification_settings, implied_p_lower, summarize
-from catrs_plugin.results.published import CATRS_RELEASE, PUBLISHED, published_results
-from catrs_plugin.results.report import format_table, to_json
-from catrs_plugin.results.tsv import read_certify_results
-from catrs_plugin.utils import provenance
-
-DEFAULT_RADII = list(TABLE_RADII)
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -56,13 +47,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.results.metrics import TABLE_RADII, summarize
+    from catrs_plugin.results.published import CATRS_RELEASE, PUBLISHED, published_results
+    from catrs_plugin.results.report import format_table, to_json
+
     if args.corruptions:
         if args.files or args.published:
             raise ValueError("give either result FILEs (and --published) or --corruptions DIR..., not both")
         return _run_corruptions(args)
     if not args.files and not args.published:
         raise ValueError("give result FILEs, --published DIR, or --corruptions DIR...")
-    radii = args.radii if args.radii is not None else DEFAULT_RADII
+    radii = args.radii if args.radii is not None else list(TABLE_RADII)
     summaries, rows = [], {}
     for path in args.files:
         results = _read(path)
@@ -86,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(path: str, args: argparse.Namespace) -> dict[str, Any]:
+    from catrs_plugin.results.metrics import certification_settings
+
     settings = certification_settings(path, args.sigma, args.N, args.alpha)
     return {"sigma": settings["sigma"], "n": settings["N"], "alpha": settings["alpha"]}
 
@@ -100,6 +97,8 @@ def _fill_samples(summaries: list[dict[str, Any]]) -> None:
 
 def _published_target(args: argparse.Namespace) -> tuple[float, str]:
     """The sigma and dataset the published rows are for: given, or what every file's record says."""
+    from catrs_plugin.utils import provenance
+
     records = [provenance.read_record(path) or {} for path in args.files]
     found = {}
     for key, given, option in (("sigma", args.sigma, "--sigma"), ("dataset", args.dataset, "--dataset")):
@@ -112,6 +111,7 @@ def _published_target(args: argparse.Namespace) -> tuple[float, str]:
 
 
 def _plot(rows: dict[str, tuple[Any, dict[str, Any]]], path: str) -> None:
+    from catrs_plugin.results.metrics import implied_p_lower
     from catrs_plugin.results.plots import plot_p_lower_cdf
 
     curves = {label: implied_p_lower(results.radius, results.correct, s["sigma"], s["N"], s["alpha"])
@@ -122,6 +122,8 @@ def _plot(rows: dict[str, tuple[Any, dict[str, Any]]], path: str) -> None:
 
 
 def _read(path: str):
+    from catrs_plugin.results.tsv import read_certify_results
+
     if Path(path).is_dir():
         raise ValueError(f"FILE {path!r} is a folder: pass the result files in it (e.g. {path}/*.tsv), or "
                          f"--corruptions {path} for a folder of <corruption>.tsv files")
@@ -132,6 +134,9 @@ def _read(path: str):
 
 
 def _run_corruptions(args: argparse.Namespace) -> int:
+    from catrs_plugin.results.corruptions import format_corruption_table, summarize_corruptions
+    from catrs_plugin.results.report import to_json
+
     summaries = [summarize_corruptions(directory) for directory in args.corruptions]
     if args.format == "json":
         print(to_json(summaries))

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-from catrs_plugin.certify.distributed import SHARD_TIMEOUT, init_from_env, sharded_output
-from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
-from catrs_plugin.certify.files import certify_to_file, predict_to_file, select_indices
-from catrs_plugin.certify.sequential import DEFAULT_RADII, SEQUENCE_SHARE
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -28,10 +24,7 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.train.checkpoint import load_checkpoint
-from catrs_plugin.train.loop import AMP_DTYPES
-from catrs_plugin.utils.provenance import indices_record
-from catrs_plugin.utils.validation import check_output_file, check_sigma
+from catrs_plugin.utils.defaults import AMP_NAMES, SEQUENCE_SHARE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         add_fast_argument(parser)
         if name == "certify":
             add_sequential_arguments(parser)
-        parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+        parser.add_argument("--amp", choices=AMP_NAMES, default=None,
                             help="run the classifier under autocast in this precision (default: fp32; with "
                                  "--fast: bf16)")
         parser.add_argument("--channels-last", action="store_true",
@@ -91,8 +84,8 @@ def add_sequential_arguments(parser: argparse.ArgumentParser) -> None:
                              "(same guarantee; certified accuracy at --radii is comparable with CERTIFY's, ACR is "
                              "not); examples whose selected class is not the label stop after the selection")
     parser.add_argument("--radii", type=radii_argument, default=None, metavar="R[,R...]",
-                        help="with --sequential: the radii to decide, e.g. 0,0.25,0.5 (default: "
-                             f"{','.join(f'{r:g}' for r in DEFAULT_RADII)}; 0 is always decided)")
+                        help="with --sequential: the radii to decide, e.g. 0,0.25,0.5 (default: those of "
+                             "`catrs analyze`'s table, 0 to 2 in steps of 0.25; 0 is always decided)")
     parser.add_argument("--alpha-sequence", type=float, default=None, metavar="A",
                         help="with --sequential: the confidence sequence's share of --alpha, in (0, alpha); "
                              f"the exact Clopper-Pearson fallback at N gets the rest (default: {SEQUENCE_SHARE:g} "
@@ -113,6 +106,8 @@ def radii_argument(text: str) -> tuple[float, ...]:
 def sequential_options(args: argparse.Namespace) -> dict:
     """``certify_to_file``'s sequential keywords from the command line (refuses ``--radii`` or
     ``--alpha-sequence`` without ``--sequential``)."""
+    from catrs_plugin.certify.sequential import DEFAULT_RADII
+
     if not args.sequential:
         for option, value in (("--radii", args.radii), ("--alpha-sequence", args.alpha_sequence)):
             if value is not None:
@@ -126,6 +121,13 @@ def sequential_options(args: argparse.Namespace) -> dict:
 
 
 def _prepare(args: argparse.Namespace):
+    from catrs_plugin.certify.distributed import SHARD_TIMEOUT, init_from_env
+    from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
+    from catrs_plugin.certify.files import select_indices
+    from catrs_plugin.train.checkpoint import load_checkpoint
+    from catrs_plugin.utils.provenance import indices_record
+    from catrs_plugin.utils.validation import check_output_file, check_sigma
+
     sigma = check_sigma(args.sigma)
     check_output_file(args.outfile, "outfile")
     if args.fast and args.compile:
@@ -143,6 +145,10 @@ def _prepare(args: argparse.Namespace):
 
 
 def run_certify(args: argparse.Namespace) -> int:
+    from catrs_plugin.certify.distributed import sharded_output
+    from catrs_plugin.certify.files import certify_to_file
+    from catrs_plugin.train.loop import AMP_DTYPES
+
     sequential = sequential_options(args)
     sigma, spec, model, x, y, indices, settings = _prepare(args)
     with sharded_output(args.outfile, indices) as (outfile, mine):
@@ -157,6 +163,10 @@ def run_certify(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from catrs_plugin.certify.distributed import sharded_output
+    from catrs_plugin.certify.files import predict_to_file
+    from catrs_plugin.train.loop import AMP_DTYPES
+
     sigma, spec, model, x, y, indices, settings = _prepare(args)
     with sharded_output(args.outfile, indices) as (outfile, mine):
         written = predict_to_file(

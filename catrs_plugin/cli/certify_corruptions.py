@@ -16,10 +16,8 @@ Each TSV is resumable like ``catrs certify`` (and records its run the same way, 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from catrs_plugin.certify.files import certify_to_file, select_indices
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -29,12 +27,10 @@ from catrs_plugin.cli._common import (
     resolve_device,
 )
 from catrs_plugin.cli.certify import add_sequential_arguments, sequential_options
-from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.results.corruptions import SEVERITIES
-from catrs_plugin.train.checkpoint import load_checkpoint
-from catrs_plugin.train.loop import AMP_DTYPES
-from catrs_plugin.utils import provenance
-from catrs_plugin.utils.validation import check_output_dir, check_sigma
+from catrs_plugin.utils.defaults import AMP_NAMES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                               "(default: cifar10c)")
     parser.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
                         help="corruptions to certify (default: all 15)")
-    parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES), metavar="S",
+    parser.add_argument("--severities", nargs="+", type=int, default=None, metavar="S",
                         help="severities 1..5 to certify (default: all)")
     parser.add_argument("--skip", type=positive_int, default=100,
                         help="certify every skip-th row (default: 100, as the paper)")
@@ -61,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=batch_size_argument, default="auto",
                         help="noisy samples per forward batch, or auto (default: auto)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
-    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+    parser.add_argument("--amp", choices=AMP_NAMES, default=None,
                         help="run the classifier under autocast in this precision (default: fp32)")
     add_sequential_arguments(parser)
     parser.add_argument("--restart", action="store_true", help="overwrite existing TSVs instead of continuing them")
@@ -76,6 +72,11 @@ def severity_rows(count: int, severities: list[int], skip: int, max_index: int =
 
     Row ``i`` of a corruption file with ``count`` rows has severity ``i // (count / 5) + 1``.
     """
+    import numpy as np
+
+    from catrs_plugin.certify.files import select_indices
+    from catrs_plugin.results.corruptions import SEVERITIES
+
     if not severities or any(s not in SEVERITIES for s in severities):
         raise ValueError(f"--severities must lie in 1..5, got {severities}")
     if count % len(SEVERITIES):
@@ -85,6 +86,14 @@ def severity_rows(count: int, severities: list[int], skip: int, max_index: int =
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.certify.files import certify_to_file
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.results.corruptions import SEVERITIES
+    from catrs_plugin.train.checkpoint import load_checkpoint
+    from catrs_plugin.train.loop import AMP_DTYPES
+    from catrs_plugin.utils import provenance
+    from catrs_plugin.utils.validation import check_output_dir, check_sigma
+
     sequential = sequential_options(args)
     sigma = check_sigma(args.sigma)
     spec = get_registry().dataset(args.dataset)
@@ -100,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     for corruption in corruptions:
         with for_argument("--data-dir"):
             x, y = spec.load(corruption, data_dir=args.data_dir)
-        rows = severity_rows(len(x), args.severities, args.skip, args.max)
+        rows = severity_rows(len(x), args.severities or list(SEVERITIES), args.skip, args.max)
         outfile = outdir / f"{corruption}.tsv"
         written = certify_to_file(
             model, spec.num_classes, sigma, x, y, outfile, rows,

@@ -6,17 +6,16 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
 from catrs_plugin.cli._common import add_data_arguments, batch_size_argument, resolve_device
 from catrs_plugin.cli.certify import add_fast_argument, add_sequential_arguments, sequential_options
-from catrs_plugin.compare.plan import BUDGETS, parse_floats, parse_method_presets, parse_methods
-from catrs_plugin.compare.run import run_comparison
-from catrs_plugin.compare.runners import DEFAULT_RUNS_PER_GPU, DevicePool, InProcess, SubmititRunner, slurm_executor
-from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.train.data import DEFAULT_WORKERS
-from catrs_plugin.utils.validation import check_output_dir
+from catrs_plugin.utils.defaults import DEFAULT_RUNS_PER_GPU, DEFAULT_WORKERS
+
+#: The budget presets (the keys of :data:`catrs_plugin.compare.plan.BUDGETS`), with what each sets.
+PRESETS = {
+    "quick": "minutes on a CPU for the digits data; the default",
+    "paper": "the paper's CIFAR-10 recipe: 150 epochs, N=100000",
+    "imagenet": "its ImageNet recipe",
+}
 
 #: Command-line options that override a field of the preset's budget.
 BUDGET_OPTIONS = {
@@ -53,9 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--methods", default="all", help="'all' or comma-separated names (see `catrs methods`)")
     parser.add_argument("--sigma", required=True, metavar="SIGMA[,SIGMA...]",
                         help="noise levels of training and certification, e.g. 0.25 or 0.25,0.5,1.0")
-    parser.add_argument("--preset", choices=sorted(BUDGETS), default="quick",
-                        help="budget and method presets: quick (default; minutes on a CPU for the digits data), "
-                        "paper (the paper's CIFAR-10 recipe: 150 epochs, N=100000) or imagenet (its ImageNet recipe)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                        help="budget and method presets: " + "; ".join(f"{name} ({text})" for name, text in PRESETS.items()))
     parser.add_argument("--method-preset", action="append", default=[], metavar="METHOD=PRESET",
                         help="give one method another of its presets, e.g. macer=original (MACER's own recipe); "
                         "repeatable")
@@ -70,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "memory on CUDA, 1000 on the CPU) or a number")
     for option, help_text in BUDGET_OPTIONS.items():
         parser.add_argument(f"--{option.replace('_', '-')}", dest=f"budget_{option}", type=TYPES.get(option, int),
-                            default=None, help=f"{help_text} (default: the preset's)")
+                            default=None, metavar=option.upper(), help=f"{help_text} (default: the preset's)")
     add_fast_argument(parser)
     add_sequential_arguments(parser)
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -104,15 +102,23 @@ def devices_from(args: argparse.Namespace) -> tuple[list[str], bool]:
         explicit = True
     elif args.device != "auto":
         names, explicit = [args.device], True
-    elif torch.cuda.is_available():
-        names, explicit = [f"cuda:{i}" for i in range(torch.cuda.device_count())], False
+    elif _cuda_devices():
+        names, explicit = [f"cuda:{i}" for i in range(_cuda_devices())], False
     else:
         names, explicit = ["cpu"], False
     return [str(resolve_device(name, "--devices" if args.devices else "--device")) for name in names], explicit
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def choose_runner(args: argparse.Namespace, file_based: bool):
     """InProcess, DevicePool or SubmititRunner from the command line (see :mod:`catrs_plugin.compare.runners`)."""
+    from catrs_plugin.compare.runners import DevicePool, InProcess, SubmititRunner, slurm_executor
+
     if args.slurm:
         if any("=" not in pair for pair in args.slurm_param):
             raise ValueError(f"--slurm-param takes KEY=VALUE, e.g. slurm_account=lab; got {args.slurm_param}")
@@ -130,6 +136,12 @@ def choose_runner(args: argparse.Namespace, file_based: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
+    from catrs_plugin.compare.plan import BUDGETS, parse_floats, parse_method_presets, parse_methods
+    from catrs_plugin.compare.run import run_comparison
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.utils.validation import check_output_dir
+
     registry = get_registry()
     sequential = sequential_options(args)
     methods = parse_methods(args.methods, registry)

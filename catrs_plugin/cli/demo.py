@@ -15,21 +15,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from catrs_plugin.certify.files import certify_to_file
 from catrs_plugin.cli._common import add_device_argument, claim_output, resolve_device
-from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.results.metrics import default_radii, summarize
-from catrs_plugin.results.report import format_table, to_json
-from catrs_plugin.results.tsv import read_certify_results
-from catrs_plugin.train.checkpoint import load_checkpoint
-from catrs_plugin.train.data import training_data, training_soft_labels_to_file
-from catrs_plugin.train.loop import TrainConfig, train
-from catrs_plugin.train.soft_labels import read_soft_labels
-from catrs_plugin.utils.atomic import write_atomic
-from catrs_plugin.utils.validation import check_output_dir, check_sigma
+
+if TYPE_CHECKING:
+    import torch
 
 TEACHER_SIGMA = 0.25
 
@@ -56,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(name, method_name, sigma, soft, args, device, out: Path) -> torch.nn.Module:
+    import torch
+
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.checkpoint import load_checkpoint
+    from catrs_plugin.train.data import training_data
+    from catrs_plugin.train.loop import TrainConfig, train
+
     registry = get_registry()
     method = registry.method(method_name)
     preset = "paper" if sigma in method.presets.get("paper", {}) else None
@@ -72,6 +70,17 @@ def _train(name, method_name, sigma, soft, args, device, out: Path) -> torch.nn.
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.certify.files import certify_to_file
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.results.metrics import default_radii, summarize
+    from catrs_plugin.results.plots import plot_certified_accuracy
+    from catrs_plugin.results.report import format_table, to_json
+    from catrs_plugin.results.tsv import read_certify_results
+    from catrs_plugin.train.data import training_soft_labels_to_file
+    from catrs_plugin.train.soft_labels import read_soft_labels
+    from catrs_plugin.utils.atomic import write_atomic
+    from catrs_plugin.utils.validation import check_output_dir, check_sigma
+
     sigma = check_sigma(args.sigma)
     device = resolve_device(args.device)
     out = claim_output(args, check_output_dir(args.output, "--output"), "--output")
@@ -103,8 +112,6 @@ def run(args: argparse.Namespace) -> int:
         results = read_certify_results(path)
         curves[name] = results
         summaries.append({"method": name, **summarize(results, radii)})
-
-    from catrs_plugin.results.plots import plot_certified_accuracy
 
     plot_path = out / f"certified_accuracy_noise_{sigma}.png"
     plot_certified_accuracy(curves, plot_path)

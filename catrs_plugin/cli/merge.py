@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from catrs_plugin.certify.distributed import find_shards, merge_shards
-from catrs_plugin.utils.validation import check_output_file
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.certify.distributed import find_shards, merge_shards
+    from catrs_plugin.utils.validation import check_output_file
+
     check_output_file(args.outfile, "outfile")
     shards = args.shards or find_shards(args.outfile)
     rows = merge_shards(args.outfile, shards)

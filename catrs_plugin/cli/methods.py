@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from catrs_plugin.methods.base import Method
-from catrs_plugin.plugins.registry import get_registry
+if TYPE_CHECKING:
+    from catrs_plugin.methods.base import Method
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +66,8 @@ def format_methods(descriptions: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.plugins.registry import get_registry
+
     registry = get_registry()
     for plugin, error in sorted(registry.failures.items()):
         print(f"catrs methods: warning: plugin {plugin!r} failed to load and is skipped: {error}", file=sys.stderr)

@@ -24,10 +24,7 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.train.checkpoint import load_checkpoint
-from catrs_plugin.train.loop import AMP_DTYPES
-from catrs_plugin.train.soft_labels import soft_labels_to_file
-from catrs_plugin.utils.validation import check_output_file, check_sigma
+from catrs_plugin.utils.defaults import AMP_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=positive_int, default=1000,
                         help="noisy samples per forward batch (default: 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-example noise streams (default: 0)")
-    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+    parser.add_argument("--amp", choices=AMP_NAMES, default=None,
                         help="run the classifier under autocast in this precision (default: fp32)")
     parser.add_argument("--restart", action="store_true", help="compute the soft labels afresh, replacing OUTFILE")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -57,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from catrs_plugin.train.checkpoint import load_checkpoint
+    from catrs_plugin.train.loop import AMP_DTYPES
+    from catrs_plugin.train.soft_labels import soft_labels_to_file
+    from catrs_plugin.utils.validation import check_output_file, check_sigma
+
     sigma = check_sigma(args.sigma)
     outfile = check_output_file(args.outfile, "outfile")
     device = resolve_device(args.device)

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import ast
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from catrs_plugin.certify.distributed import init_from_env
 from catrs_plugin.cli._common import (
     add_data_arguments,
     add_device_argument,
@@ -22,13 +19,10 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
-from catrs_plugin.methods.base import Method
-from catrs_plugin.plugins.registry import get_registry
-from catrs_plugin.train.checkpoint import load_checkpoint
-from catrs_plugin.train.data import DEFAULT_WORKERS, training_data, training_soft_labels
-from catrs_plugin.train.loop import TrainConfig, train
-from catrs_plugin.utils.reading import load_npy
-from catrs_plugin.utils.validation import check_output_file, check_sigma
+from catrs_plugin.utils.defaults import AMP_NAMES, DEFAULT_WORKERS
+
+if TYPE_CHECKING:
+    from catrs_plugin.methods.base import Method
 
 #: Options that set a TrainConfig field (option attribute -> field); unset, the preset's value or the default applies.
 TRAIN_OPTIONS = {"epochs": "epochs", "batch": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
@@ -69,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"data-loading worker processes for file-based data, ImageNet (default: {DEFAULT_WORKERS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of data order and noise (default: 0)")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+    parser.add_argument("--amp", choices=AMP_NAMES, default=None,
                         help="mixed precision (fp16 adds a gradient scaler; default: fp32)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     parser.add_argument("--restart", action="store_true",
@@ -103,6 +97,16 @@ def parse_overrides(pairs: list[str], method: Method) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from catrs_plugin.certify.distributed import init_from_env
+    from catrs_plugin.plugins.registry import get_registry
+    from catrs_plugin.train.checkpoint import load_checkpoint
+    from catrs_plugin.train.data import training_data, training_soft_labels
+    from catrs_plugin.train.loop import TrainConfig, train
+    from catrs_plugin.utils.reading import load_npy
+    from catrs_plugin.utils.validation import check_output_file, check_sigma
+
     registry = get_registry()
     method = registry.method(args.method)
     sigma = check_sigma(args.sigma, "--sigma")

@@ -30,13 +30,11 @@ from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import torch
 
+from catrs_plugin.utils.defaults import DEFAULT_RUNS_PER_GPU
 from catrs_plugin.utils.validation import check_positive_int
 
 #: Seconds between checks of running jobs' states (submitit's own state cache refreshes slower).
 POLL_SECONDS = 0.2
-
-#: Runs per CUDA device when none is given (not measured on a GPU yet; see the comparison guide).
-DEFAULT_RUNS_PER_GPU = 2
 
 Log = Callable[[str], None]
 

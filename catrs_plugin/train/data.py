@@ -39,10 +39,8 @@ from catrs_plugin.train.loop import LoaderData, TensorData, rank_share
 from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
 from catrs_plugin.utils import locking, provenance
 from catrs_plugin.utils.atomic import save_npy_atomic
+from catrs_plugin.utils.defaults import DEFAULT_WORKERS
 from catrs_plugin.utils.validation import check_output_file, check_positive_int, check_soft_labels
-
-#: Data-loading worker processes for file-based training data (the reference's ``--workers`` default).
-DEFAULT_WORKERS = 4
 
 #: Stream of the per-example generators of :class:`SeededDataset` during training.
 LOADER_STREAM = 3

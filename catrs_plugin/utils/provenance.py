@@ -23,6 +23,9 @@ sure that a run killed at any point never leaves a file next to the record of an
   written, then the rows are appended;
 * files written whole (:func:`save`): the old record is removed, the file is written
   atomically, then the new record is written.
+
+torch is imported only where a model or tensor is digested, so that reading result files
+(``catrs analyze``) does not import it.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 from catrs_plugin.utils.atomic import write_atomic
 from catrs_plugin.utils.reading import FormatError, parsing, read_text
@@ -80,13 +86,21 @@ def sidecar(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor (none can exist while torch is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _tensor_bytes(tensor: torch.Tensor) -> tuple[str, tuple[int, ...], memoryview]:
+    import torch
+
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     return str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), memoryview(flat.view(torch.uint8).numpy())
 
 
 def _array_bytes(array: Any) -> tuple[str, tuple[int, ...], memoryview]:
-    if isinstance(array, torch.Tensor):
+    if _is_tensor(array):
         return _tensor_bytes(array)
     array = np.ascontiguousarray(array)
     return str(array.dtype), array.shape, memoryview(array.reshape(-1).view(np.uint8))
@@ -117,6 +131,8 @@ def weights_digest(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
 
     ``DataParallel`` / ``torch.compile`` wrappers do not change it.
     """
+    from torch import nn
+
     state = model.state_dict() if isinstance(model, nn.Module) else model
     sha = hashlib.sha256()
     for key, value in sorted((_clean_key(k), v) for k, v in state.items()):
@@ -134,7 +150,7 @@ def architecture_digest(model: nn.Module) -> str:
 def data_identity(x: Any, y: Any) -> str:
     """The digest of inputs and labels; for inputs decoded on access (not an array), their type and
     shape with the digest of the labels."""
-    if isinstance(x, (np.ndarray, torch.Tensor)):
+    if isinstance(x, np.ndarray) or _is_tensor(x):
         return digest(x, y)
     return f"{type(x).__name__} of shape {tuple(x.shape)}, labels {digest(y)}"
 
