@@ -76,7 +76,7 @@ def certify_to_file(
     channels_last: bool = False,
     compile_mode: str | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | str = True,
     settings: Mapping[str, Any] | None = None,
     sequential: bool = False,
     radii: Sequence[float] = DEFAULT_RADII,
@@ -108,8 +108,9 @@ def certify_to_file(
     resume : bool
         Continue an existing file instead of overwriting it; the file must have been produced
         by the same model, data, indices and settings.
-    progress : bool
-        Show a progress bar over examples.
+    progress : bool or str
+        Show a progress bar over the examples still to do (none when every row is done), labelled
+        ``certify`` or with this text.
     settings : mapping, optional
         More settings to record with the file (e.g. the data set's name and split); they
         replace computed ones of the same name (a shard of a distributed run records the
@@ -177,7 +178,7 @@ def predict_to_file(
     channels_last: bool = False,
     compile_mode: str | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | str = True,
     settings: Mapping[str, Any] | None = None,
 ) -> int:
     """Run PREDICT on ``x[indices]`` and append ``idx label predict correct time`` rows to ``outfile``.
@@ -240,8 +241,8 @@ def _run(smooth, x, y, outfile, selected, header, group, resume, progress, recor
     written = 0
     with ResultWriter(outfile, record, header, resume=resume, selection=selected) as writer:
         todo = np.array([i for i in selected if int(i) not in writer.done], dtype=np.int64)
-        with tqdm(total=len(todo), unit="example", desc="predict" if header == PREDICT_HEADER else "certify",
-                  disable=not progress) as bar:
+        label = progress if isinstance(progress, str) else "predict" if header == PREDICT_HEADER else "certify"
+        with tqdm(total=len(todo), unit="example", desc=label, disable=not progress or not len(todo)) as bar:
             for start in range(0, len(todo), group):
                 keys = todo[start : start + group]
                 began = time.perf_counter()

@@ -32,6 +32,10 @@ class TrainBatch:
         Source of every random draw the loss makes (noise, Binomial samples), on the device.
     epoch : int
         Current epoch (0-based), for schedules such as warm-ups.
+    correct, observed
+        What :meth:`observe` counted: predictions equal to their target (a tensor on the device,
+        or None when the loss observed nothing) and predictions seen. The training loop sums them
+        into the epoch's accuracy on the training batches.
     """
 
     inputs: torch.Tensor
@@ -40,14 +44,32 @@ class TrainBatch:
     sigma: float
     generator: torch.Generator
     epoch: int = 0
+    correct: torch.Tensor | None = field(default=None, init=False, repr=False)
+    observed: int = field(default=0, init=False, repr=False)
 
     def gaussian(self, *leading: int) -> torch.Tensor:
         """Draw ``N(0, sigma^2 I)`` noise of shape ``(*leading, *inputs.shape)`` from the generator."""
         shape = (*leading, *self.inputs.shape)
         return torch.randn(shape, generator=self.generator, device=self.inputs.device) * self.sigma
 
+    def observe(self, logits: torch.Tensor) -> None:
+        """Count the predictions of the logits the loss trains on for the epoch's training accuracy.
+
+        ``logits`` are ``(B, C)`` or ``(M, B, C)`` (M noisy copies of the batch, copy-major); each row
+        counts as correct when its argmax is its example's target. Nothing is synchronised with the
+        host, and nothing the loss computes changes. A method whose loss never calls it reports no
+        training accuracy.
+        """
+        predicted = logits.detach().argmax(dim=-1).reshape(-1, len(self.targets))
+        correct = (predicted == self.targets).sum()
+        self.correct = correct if self.correct is None else self.correct + correct
+        self.observed += predicted.numel()
+
 
 LossFunction = Callable[..., torch.Tensor]
+
+#: What a loss calls with the logits it trains on (:meth:`TrainBatch.observe`).
+Observer = Callable[[torch.Tensor], None]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
 from catrs_plugin.methods.smoothed import frozen
 
 
@@ -120,6 +120,7 @@ def catrs_loss(
     lbd: float = 1.0,
     confidence_mask: bool = False,
     generator: torch.Generator | None = None,
+    observe: Observer | None = None,
 ) -> torch.Tensor:
     """The CAT-RS loss on one chunk, given its Gaussian noises.
 
@@ -145,6 +146,9 @@ def catrs_loss(
         Use ``p[y]`` instead of the model's noisy accuracy as ``p_hat`` (ImageNet recipe).
     generator : torch.Generator, optional
         Source of the Binomial draws of ``K``.
+    observe : callable, optional
+        Called with the logits of the noisy copies, ``(M, B, C)``: the training accuracy the loop
+        reports (:meth:`~catrs_plugin.methods.base.TrainBatch.observe`).
 
     Returns
     -------
@@ -156,6 +160,8 @@ def catrs_loss(
     logits = model(noisy)
     num_classes = logits.shape[-1]
     logits = logits.view(m, b, num_classes)
+    if observe is not None:
+        observe(logits)
 
     if confidence_mask:
         p_hat = soft_labels.gather(1, targets.view(-1, 1)).squeeze(1)
@@ -203,7 +209,7 @@ def catrs_method_loss(
         num_steps=num_steps,
         lbd=lbd,
         confidence_mask=confidence_mask,
-        generator=batch.generator,
+        generator=batch.generator, observe=batch.observe,
     )
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
 from catrs_plugin.methods.smoothed import average_softmax, noisy_logits
 
 
@@ -31,6 +31,7 @@ def consistency_loss(
     *,
     lbd: float,
     eta: float,
+    observe: Observer | None = None,
 ) -> torch.Tensor:
     """The consistency-regularised loss on one chunk, given its noises ``(M, B, *shape)``.
 
@@ -46,6 +47,9 @@ def consistency_loss(
         Weight of the KL consistency term.
     eta : float
         Weight of the entropy of the mean prediction.
+    observe : callable, optional
+        Called with the logits of the noisy copies, ``(M, B, C)``: the training accuracy the loop
+        reports (:meth:`~catrs_plugin.methods.base.TrainBatch.observe`).
 
     Returns
     -------
@@ -53,6 +57,8 @@ def consistency_loss(
         Scalar loss.
     """
     logits = noisy_logits(model, inputs, noises)
+    if observe is not None:
+        observe(logits)
     m, b, c = logits.shape
     xent = F.cross_entropy(logits.reshape(m * b, c), targets.repeat(m))
     mean_prediction = average_softmax(logits)
@@ -65,7 +71,8 @@ def consistency_method_loss(
     model: nn.Module, batch: TrainBatch, *, num_noise_vec: int, lbd: float, eta: float
 ) -> torch.Tensor:
     """:func:`consistency_loss` with ``num_noise_vec`` noises drawn from the batch's generator."""
-    return consistency_loss(model, batch.inputs, batch.targets, batch.gaussian(num_noise_vec), lbd=lbd, eta=eta)
+    return consistency_loss(model, batch.inputs, batch.targets, batch.gaussian(num_noise_vec), lbd=lbd, eta=eta,
+                            observe=batch.observe)
 
 
 

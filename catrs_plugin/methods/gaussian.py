@@ -15,8 +15,9 @@ from catrs_plugin.methods.base import Method, TrainBatch
 
 def gaussian_loss(model: nn.Module, batch: TrainBatch) -> torch.Tensor:
     """Cross-entropy of the model on one Gaussian-noised copy of each input."""
-    noisy = batch.inputs + batch.gaussian()
-    return F.cross_entropy(model(noisy), batch.targets)
+    logits = model(batch.inputs + batch.gaussian())
+    batch.observe(logits)
+    return F.cross_entropy(logits, batch.targets)
 
 
 GAUSSIAN = Method(

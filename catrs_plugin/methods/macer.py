@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
 from catrs_plugin.methods.smoothed import average_softmax, noisy_logits, quick_schedule
 
 
@@ -69,6 +69,7 @@ def macer_loss(
     lbd: float,
     beta: float,
     gamma: float,
+    observe: Observer | None = None,
 ) -> torch.Tensor:
     """The MACER loss on one chunk, given its noises ``(M, B, *shape)``.
 
@@ -88,6 +89,9 @@ def macer_loss(
         Inverse temperature of the soft-max in the robustness term.
     gamma : float
         Hinge of the robustness term.
+    observe : callable, optional
+        Called with the logits of the noisy copies, ``(M, B, C)``: the training accuracy the loop
+        reports (:meth:`~catrs_plugin.methods.base.TrainBatch.observe`).
 
     Returns
     -------
@@ -95,6 +99,8 @@ def macer_loss(
         Scalar loss.
     """
     logits = noisy_logits(model, inputs, noises)
+    if observe is not None:
+        observe(logits)
     classification = F.nll_loss((average_softmax(logits) + 1e-10).log(), targets, reduction="sum")
     if lbd == 0:
         return classification / len(inputs)
@@ -126,7 +132,8 @@ def macer_method_loss(
     """:func:`macer_loss` with noises from the batch's generator; ``lbd`` is 0 while ``epoch <= deferred``."""
     weight = 0.0 if deferred is not None and batch.epoch <= deferred else lbd
     noises = batch.gaussian(num_noise_vec)
-    return macer_loss(model, batch.inputs, batch.targets, noises, batch.sigma, lbd=weight, beta=beta, gamma=gamma)
+    return macer_loss(model, batch.inputs, batch.targets, noises, batch.sigma, lbd=weight, beta=beta, gamma=gamma,
+                      observe=batch.observe)
 
 
 _COMMON = {"num_noise_vec": 16, "beta": 16.0, "gamma": 8.0, "num_chunks": 4}

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
 from catrs_plugin.methods.smoothed import flat_norms, frozen, noisy_logits, quick_schedule, smoothed_nll
 
 
@@ -92,13 +92,18 @@ def smoothadv_loss(
     epsilon: float,
     num_steps: int,
     generator: torch.Generator | None = None,
+    observe: Observer | None = None,
 ) -> torch.Tensor:
     """Cross-entropy on the ``M`` noisy copies of the SmoothAdv-PGD adversarial inputs.
 
     ``epsilon`` is the radius of this step (after warm-up); see :func:`smoothadv_attack`.
+    ``observe`` is called with the logits of those copies, ``(M, B, C)``: the training accuracy
+    the loop reports (:meth:`~catrs_plugin.methods.base.TrainBatch.observe`).
     """
     adversarial = smoothadv_attack(model, inputs, targets, noises, epsilon, num_steps, generator)
     logits = noisy_logits(model, adversarial, noises)
+    if observe is not None:
+        observe(logits)
     m, b, c = logits.shape
     return F.cross_entropy(logits.reshape(m * b, c), targets.repeat(m))
 
@@ -116,6 +121,7 @@ def smoothadv_method_loss(
     return smoothadv_loss(
         model, batch.inputs, batch.targets, noises,
         epsilon=warmed_up(epsilon, batch.epoch, warmup), num_steps=num_steps, generator=batch.generator,
+        observe=batch.observe,
     )
 
 

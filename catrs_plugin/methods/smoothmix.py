@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
 from catrs_plugin.methods.smoothadv import warmed_up
 from catrs_plugin.methods.smoothed import (
     average_softmax,
@@ -112,6 +112,7 @@ def smoothmix_loss(
     eta: float,
     maxnorm_s: float | None,
     maxnorm: float | None = None,
+    observe: Observer | None = None,
 ) -> torch.Tensor:
     """The SmoothMix loss on one chunk, given its noises and mixup weights.
 
@@ -125,6 +126,9 @@ def smoothmix_loss(
         As in :func:`smoothmix_attack`.
     eta : float
         Weight of the mixup term, already multiplied by the warm-up factor.
+    observe : callable, optional
+        Called with the logits of the noisy copies, ``(M, B, C)``: the training accuracy the loop
+        reports (:meth:`~catrs_plugin.methods.base.TrainBatch.observe`).
 
     Returns
     -------
@@ -136,6 +140,8 @@ def smoothmix_loss(
         step_size=step_size, num_steps=num_steps, mix_step=mix_step, maxnorm_s=maxnorm_s, maxnorm=maxnorm,
     )
     logits = noisy_logits(model, clean, noises)
+    if observe is not None:
+        observe(logits)
     m, b, c = logits.shape
     xent = F.cross_entropy(logits.reshape(m * b, c), targets.repeat(m))
     mean_prediction = average_softmax(logits)
@@ -174,7 +180,7 @@ def smoothmix_method_loss(
     return smoothmix_loss(
         model, batch.inputs, batch.targets, noises, lam,
         step_size=step_size, num_steps=num_steps, mix_step=mix_step, eta=eta * factor,
-        maxnorm_s=radius_s, maxnorm=maxnorm,
+        maxnorm_s=radius_s, maxnorm=maxnorm, observe=batch.observe,
     )
 
 

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catrs_plugin.methods.base import HyperParameter, Method, TrainBatch
+from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
 
 
 def stability_loss(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, noise: torch.Tensor, *, lbd: float
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, noise: torch.Tensor, *, lbd: float,
+    observe: Observer | None = None,
 ) -> torch.Tensor:
     """The stability-training loss on one batch, given its Gaussian noise.
 
@@ -37,6 +38,9 @@ def stability_loss(
         One noise per input, ``(B, *shape)``, already scaled by sigma.
     lbd : float
         Weight of the stability term.
+    observe : callable, optional
+        Called with the logits of the noisy inputs, ``(B, C)``: the training accuracy the loop
+        reports (:meth:`~catrs_plugin.methods.base.TrainBatch.observe`).
 
     Returns
     -------
@@ -45,13 +49,15 @@ def stability_loss(
     """
     clean = model(inputs)
     noisy = model(inputs + noise)
+    if observe is not None:
+        observe(noisy)
     stability = -(F.softmax(clean, dim=1) * F.log_softmax(noisy, dim=1)).sum(dim=1).mean()
     return F.cross_entropy(clean, targets) + lbd * stability
 
 
 def stability_method_loss(model: nn.Module, batch: TrainBatch, *, lbd: float) -> torch.Tensor:
     """:func:`stability_loss` with the noise drawn from the batch's generator."""
-    return stability_loss(model, batch.inputs, batch.targets, batch.gaussian(), lbd=lbd)
+    return stability_loss(model, batch.inputs, batch.targets, batch.gaussian(), lbd=lbd, observe=batch.observe)
 
 
 STABILITY = Method(

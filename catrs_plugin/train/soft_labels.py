@@ -123,7 +123,8 @@ def soft_labels_to_file(
     else:
         partial.write_bytes(b"")
     group = max(1, smooth.resolve_batch_size(tuple(x.shape[1:])) // n)
-    with open(partial, "ab") as handle, tqdm(total=len(x), initial=done, unit="example", disable=not progress) as bar:
+    with open(partial, "ab") as handle, tqdm(total=len(x), initial=done, unit="example", desc="soft labels",
+                                             disable=not progress or done == len(x)) as bar:
         for start in range(done, len(x), group):
             rows = np.arange(start, min(start + group, len(x)))
             handle.write(smooth.class_frequencies(x[rows], n, indices=rows).astype(np.float32).tobytes())
