@@ -117,3 +117,68 @@ def test_analyze_table_and_markdown(reference_dir, capsys):
 def test_analyze_missing_file_is_a_clear_error(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope.tsv")]) == 2
     assert "nope.tsv" in capsys.readouterr().err
+
+
+def test_analyze_latex_is_a_booktabs_tabular_with_escaped_cells(reference_dir, capsys):
+    path = str(reference_dir / "cifar10" / "cohen" / "noise_0.5.tsv")
+    assert main(["analyze", path, "--format", "latex", "--radii", "0", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[:4] == [r"\begin{tabular}{lrrrr}", r"\toprule", r"path & n & ACR & 0.00 & 1.00 \\", r"\midrule"]
+    assert lines[4].startswith(path.replace("_", r"\_") + " & 10000 & 0.525 & ") and lines[4].endswith(r" \\")
+    assert lines[5:] == [r"\bottomrule", r"\end{tabular}"]
+
+
+def test_latex_escapes_every_special_character():
+    from catrs_plugin.results.report import latex_escape, render_table
+
+    assert latex_escape(r"a_b & 5% $x$ #1 {y} ~^\z") == (r"a\_b \& 5\% \$x\$ \#1 \{y\} "
+                                                          r"\textasciitilde{}\textasciicircum{}\textbackslash{}z")
+    with pytest.raises(ValueError, match="either markdown or latex"):
+        render_table(["a"], [["1"]], markdown=True, latex=True)
+
+
+def test_corruption_table_in_latex(reference_dir, capsys):
+    folder = next(path for path in sorted((reference_dir / "cifar10c").iterdir()) if path.is_dir())
+    assert main(["analyze", "--corruptions", str(folder), "--format", "latex"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == r"\begin{tabular}{lrr}" and lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
+    assert lines[-3].startswith(r"mean (mACR, mAcc) & ")
+
+
+def test_plots_carry_the_settings_and_methods_in_percent(reference_dir):
+    from catrs_plugin.results.plots import certified_accuracy_figure
+
+    curves = {name: read_certify_results(reference_dir / "cifar10" / name / "noise_0.25.tsv")
+              for name in ("cat-rs", "cohen")}
+    figure = certified_accuracy_figure(curves, title="CIFAR-10", sigma=0.25, n=100_000, alpha=0.001, n0=100)
+    axes = figure.axes[0]
+    assert axes.get_title() == "CIFAR-10\n$\\sigma$ = 0.25, $N_0$ = 100, $N$ = 100,000, $\\alpha$ = 0.001"
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == ["cat-rs (ACR 0.562)", "cohen (ACR 0.424)"]
+    assert axes.get_ylabel() == "certified accuracy (%)" and axes.get_ylim() == (0, 100)
+    # the curve at radius 0 is the table's certified accuracy at 0 in percent: 76.3 for CAT-RS
+    assert round(axes.get_lines()[0].get_ydata()[0], 1) == 76.3
+
+
+def test_analyze_plots_the_files_with_their_recorded_settings(reference_dir, tmp_path, capsys):
+    from catrs_plugin.cli.analyze import recorded_settings, short_labels
+
+    files = [str(reference_dir / "cifar10" / name / "noise_0.25.tsv") for name in ("cat-rs", "cohen")]
+    assert short_labels(files) == ["cat-rs", "cohen"]
+    assert short_labels(["a/x.tsv", "b/y.tsv"]) == ["a/x", "b/y"]
+    assert short_labels(["x.tsv", "x.tsv"]) == ["x.tsv", "x.tsv"]  # not told apart: the paths as given
+    assert recorded_settings(files) == {}  # the released files carry no record
+    ours = []
+    for name, n in (("a", 500), ("b", 500)):
+        path = tmp_path / f"{name}.tsv"
+        path.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.5\t1\t0:00:00.1\n")
+        provenance.write_record(path, {"sigma": 0.5, "N0": 100, "N": n, "alpha": 0.001, "seed": 0})
+        ours.append(str(path))
+    assert recorded_settings(ours) == {"sigma": 0.5, "n0": 100, "n": 500, "alpha": 0.001}
+    provenance.write_record(ours[1], {"sigma": 0.5, "N0": 100, "N": 1000, "alpha": 0.001})
+    assert recorded_settings(ours) == {"sigma": 0.5, "n0": 100, "alpha": 0.001}  # N differs: not named
+    image = tmp_path / "plot.png"
+    assert main(["analyze", *files, "--plot", str(image), "--title", "CIFAR-10"]) == 0
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"plot of 2 result file(s) in {image}" in capsys.readouterr().out
+    assert main(["analyze", "--corruptions", str(tmp_path), "--plot", str(image)]) == 2
+    assert "--plot draws result FILEs" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     import torch
 
     from catrs_plugin.plugins.specs import DatasetSpec
+
+
+def say(text: str) -> None:
+    """Print a line of a command's output on ``sys.stdout`` without breaking the progress bars on the terminal
+    (``tqdm.write``: the bars are cleared, the line printed, the bars drawn again below it)."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -129,3 +139,21 @@ def load_split(dataset: str, split: str, data_dir: str | None) -> tuple[DatasetS
     with for_argument("--data-dir"):
         x, y = spec.load(split, data_dir=data_dir)
     return spec, x, y
+
+
+#: What the table commands print (``--format``): aligned plain text, a Markdown pipe table, or a LaTeX
+#: ``tabular`` with booktabs rules (:func:`catrs_plugin.results.report.render_table`).
+TABLE_FORMATS = ("table", "markdown", "latex")
+
+
+def add_format_argument(parser: argparse.ArgumentParser, default: str = "table", extra: tuple[str, ...] = ()) -> None:
+    """``--format``: one of :data:`TABLE_FORMATS` (and ``extra`` ones, e.g. ``json``)."""
+    parser.add_argument("--format", choices=(*TABLE_FORMATS, *extra), default=default,
+                        help="how tables are printed: table (aligned text), markdown, latex (a booktabs tabular, "
+                             f"\\usepackage{{booktabs}}){''.join(f', {name}' for name in extra)} (default: {default})")
+
+
+def table_style(name: str) -> dict[str, bool]:
+    """The ``markdown`` / ``latex`` keywords of the table renderers for ``--format NAME``."""
+    return {"markdown": name == "markdown", "latex": name == "latex"}
+

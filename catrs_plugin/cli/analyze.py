@@ -6,19 +6,29 @@ their means (mACR, mAcc).
 Files of exact CERTIFY and of sequential CERTIFY are both read. With a sequential file among them, the
 ``samples`` column gives the mean estimation samples per example: a sequential file's own column, an exact
 file's ``N`` (from its provenance record or ``--N``; ``-`` when neither says). A sequential file's ACR is not
-comparable with exact CERTIFY's (see :mod:`catrs_plugin.certify.sequential`)."""
+comparable with exact CERTIFY's (see :mod:`catrs_plugin.certify.sequential`).
+
+Tables print as aligned text, Markdown, LaTeX (booktabs) or JSON (``--format``). ``--plot IMAGE`` draws
+certified accuracy (%) against radius, one curve per row, titled with the sigma, N and alpha every row
+shares (from the files' provenance records or ``--sigma``/``--N``/``--alpha``; the paper's released
+files carry no record, and ``--title`` names them instead)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from catrs_plugin.cli._common import add_format_argument, table_style
+
+#: Summary entries a certified-accuracy plot names in its title when every row shares them, and their keywords.
+PLOTTED_SETTINGS = {"sigma": "sigma", "N": "n", "alpha": "alpha"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "analyze",
-        help="ACR and certified accuracy of CERTIFY result files (or of corruption folders)",
+        help="ACR and certified accuracy of CERTIFY result files (or of corruption folders); tables, LaTeX, plots",
         description="Summarise Cohen-format CERTIFY files: ACR and certified accuracy at chosen radii. "
                     "With --corruptions, summarise folders of <corruption>.tsv files (from "
                     "`catrs certify-corruptions`): ACR and accuracy per corruption, and mACR and mAcc.",
@@ -28,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folders of <corruption>.tsv CERTIFY files, one per model")
     parser.add_argument("--radii", type=float, nargs="+", default=None, metavar="R",
                         help="radii for certified accuracy (default: 0.0 to 2.0 in steps of 0.25)")
-    parser.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="output format")
+    add_format_argument(parser, extra=("json",))
     parser.add_argument("--sigma", type=float, default=None,
                         help="noise level of the files, for the pA_lower metrics (default: from each file's "
                         "provenance record)")
@@ -43,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="dataset of the published rows (default: from the files' provenance records)")
     parser.add_argument("--pa-plot", default=None, metavar="PATH",
                         help="also draw the empirical CDF of pA_lower of every file in one figure (.png, .pdf, .svg)")
+    parser.add_argument("--plot", default=None, metavar="IMAGE",
+                        help="also draw certified accuracy (%%) against radius of every file in one figure (.png, "
+                             ".pdf, .svg), titled with the sigma, N and alpha they share")
+    parser.add_argument("--title", default=None, help="first line of --plot's title (e.g. the data set)")
     parser.set_defaults(func=run)
 
 
@@ -54,15 +68,17 @@ def run(args: argparse.Namespace) -> int:
     if args.corruptions:
         if args.files or args.published:
             raise ValueError("give either result FILEs (and --published) or --corruptions DIR..., not both")
+        if args.plot or args.pa_plot:
+            raise ValueError("--plot and --pa-plot draw result FILEs, not --corruptions folders")
         return _run_corruptions(args)
     if not args.files and not args.published:
         raise ValueError("give result FILEs, --published DIR, or --corruptions DIR...")
     radii = args.radii if args.radii is not None else list(TABLE_RADII)
     summaries, rows = [], {}
-    for path in args.files:
+    for path, label in zip(args.files, short_labels(args.files)):
         results = _read(path)
         summaries.append(summarize(results, radii, **_settings(path, args)))
-        rows[path] = (results, summaries[-1])
+        rows[label] = (results, summaries[-1])
     if args.published:
         sigma, dataset = _published_target(args)
         for method, path in published_results(args.published, dataset, sigma).items():
@@ -76,8 +92,41 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(to_json(summaries))
     else:
-        print(format_table(summaries, radii, markdown=args.format == "markdown"))
+        print(format_table(summaries, radii, **table_style(args.format)))
+    if args.plot:
+        _plot_certified_accuracy(rows, args.plot, args.title)
     return 0
+
+
+def short_labels(paths: Sequence[str]) -> list[str]:
+    """Legend labels for result files: their paths without the folders all of them share, without a file name
+    all of them share, and without ``.tsv`` (``a/cohen/noise_0.25.tsv``, ``a/catrs/noise_0.25.tsv`` -> ``cohen``,
+    ``catrs``); the paths themselves when that would not tell them apart."""
+    parts = [Path(path).with_suffix("").parts if Path(path).suffix == ".tsv" else Path(path).parts for path in paths]
+    shared = 0
+    while all(len(p) > shared + 1 for p in parts) and len({p[shared] for p in parts}) == 1:
+        shared += 1
+    parts = [p[shared:] for p in parts]
+    if len(parts) > 1 and all(len(p) > 1 for p in parts) and len({p[-1] for p in parts}) == 1:
+        parts = [p[:-1] for p in parts]
+    labels = ["/".join(p) for p in parts]
+    return labels if len(set(labels)) == len(labels) else list(paths)
+
+
+def shared_settings(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The plot keywords (``sigma``, ``n``, ``alpha``) whose values every summary shares (and knows)."""
+    return {keyword: summaries[0][key] for key, keyword in PLOTTED_SETTINGS.items()
+            if summaries and summaries[0].get(key) is not None and all(s.get(key) == summaries[0][key]
+                                                                        for s in summaries)}
+
+
+def _plot_certified_accuracy(rows: dict[str, tuple[Any, dict[str, Any]]], path: str, title: str | None) -> None:
+    from catrs_plugin.results.plots import plot_certified_accuracy
+
+    settings = shared_settings([summary for _, summary in rows.values()])
+    written = plot_certified_accuracy({label: results for label, (results, _) in rows.items()}, path, title=title,
+                                      **settings)
+    print(f"certified accuracy of {len(rows)} result file(s) drawn in {written}")
 
 
 def _settings(path: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -141,5 +190,5 @@ def _run_corruptions(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(to_json(summaries))
     else:
-        print(format_corruption_table(summaries, markdown=args.format == "markdown"))
+        print(format_corruption_table(summaries, **table_style(args.format)))
     return 0

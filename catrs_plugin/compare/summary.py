@@ -1,9 +1,10 @@
 """The summary files of ``catrs compare``: merged from every run's result files once all runs finished.
 
-Per noise level ``noise_<sigma>/summary.md`` (percentages), ``summary.csv`` (fractions),
-``summary.json``, ``certified_accuracy.png`` and ``p_lower_cdf.png`` (the empirical CDF of the
-``pA_lower`` each row implies); for the whole table ``summary.md`` and ``summary.csv`` with one row
-per noise level and method, as in the paper. Next to ACR and certified accuracy, every row has the
+Per noise level ``noise_<sigma>/summary.md`` (percentages), ``summary.tex`` (the same table as a
+LaTeX booktabs ``tabular``), ``summary.csv`` (fractions), ``summary.json``, ``certified_accuracy.png``
+and ``p_lower_cdf.png`` (the empirical CDF of the ``pA_lower`` each row implies); for the whole table
+``summary.md``, ``summary.tex`` and ``summary.csv`` with one row per noise level and method, as in the
+paper. Next to ACR and certified accuracy, every row has the
 ``N`` and alpha ACR was computed at, the ``pA_lower`` CDF and the fraction of inputs at the
 estimation cap (:mod:`catrs_plugin.results.metrics`). With a folder of published results, the
 published rows of the compared methods follow the measured ones, marked ``published``. A
@@ -90,6 +91,12 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
     return buffer.getvalue()
+
+
+def _latex(heading: Sequence[str], header: list[str], rows: list[list[str]], notes: Sequence[str]) -> str:
+    """A booktabs ``tabular`` of the table, with the Markdown file's heading and notes as LaTeX comments."""
+    comments = [f"% {line.lstrip('# ').replace('**', '')}" for line in [*heading, *notes]]
+    return "\n".join([*comments, render_table(header, rows, latex=True), ""])
 
 
 def _collapse_notes(summaries: Sequence[dict[str, Any]]) -> list[str]:
@@ -182,14 +189,16 @@ def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str
     header, rows = summary_table(summaries, comparison.radii, attack_eps, percent=True)
     n = next((s["n"] for s in comparison.summaries if not s.get("collapsed")), None)
     notes = _collapse_notes(summaries)
+    heading = [f"# {dataset}, sigma = {sigma}, preset {preset}",
+               _settings_line(budget, n, bool(comparison.published), procedure)
+               + ("; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
+                  if attack_eps else "") + "."]
     markdown = "\n".join(
-        [f"# {dataset}, sigma = {sigma}, preset {preset}", "",
-         _settings_line(budget, n, bool(comparison.published), procedure)
-         + ("; PGD columns: accuracy (%) of the smoothed classifier (PREDICT) on ART L2 PGD examples at that eps"
-            if attack_eps else "") + ".", "",
+        [heading[0], "", heading[1], "",
          render_table(header, rows, markdown=True), "", *(notes + [""] if notes else [])]
     )
     write_atomic(directory / "summary.md", markdown)
+    write_atomic(directory / "summary.tex", _latex(heading, header, rows, notes))
     header, rows = summary_table(summaries, comparison.radii, attack_eps, percent=False)
     write_atomic(directory / "summary.csv", _csv(header + ["collapsed"],
                                                  [row + [s.get("collapsed") or ""] for row, s in zip(rows, summaries)]))
@@ -199,8 +208,11 @@ def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str
     }))
     if curves:
         title = f"{dataset}, sigma = {sigma}"
+        # published rows were certified with their own N and alpha: the title names the budget's only without them
+        settings = {} if comparison.published else {"n0": budget.n0, "n": budget.n, "alpha": budget.alpha}
         plot_certified_accuracy({label: results for label, (_, results) in curves.items()},
-                                directory / "certified_accuracy.png", title=title)
+                                directory / "certified_accuracy.png", title=f"{dataset}, preset {preset}",
+                                sigma=sigma, **settings)
         plot_p_lower_cdf({label: implied_p_lower(results.radius, results.correct, sigma, s["N"], s["alpha"])
                           for label, (s, results) in curves.items()}, directory / "p_lower_cdf.png", title=title)
 
@@ -221,10 +233,12 @@ def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequen
     n = next((s["n"] for s in rows_in if not s.get("collapsed") and s.get("source") != PUBLISHED), None)
     notes = _collapse_notes(rows_in)
     published = any(c.published for c in comparisons)
+    heading = [f"# {dataset}, preset {preset}, sigma = {', '.join(f'{c.sigma:g}' for c in comparisons)}",
+               _settings_line(budget, n, published, procedure) + "; each noise level's own files are in noise_<sigma>/."]
     write_atomic(out / "summary.md", "\n".join(
-        [f"# {dataset}, preset {preset}, sigma = {', '.join(f'{c.sigma:g}' for c in comparisons)}", "",
-         _settings_line(budget, n, published, procedure) + "; each noise level's own files are in noise_<sigma>/.", "",
-         render_table(header, rows, markdown=True), "", *(notes + [""] if notes else [])]))
+        [heading[0], "", heading[1], "", render_table(header, rows, markdown=True), "",
+         *(notes + [""] if notes else [])]))
+    write_atomic(out / "summary.tex", _latex(heading, header, rows, notes))
     header, rows = summary_table(rows_in, radii, (), percent=False, with_sigma=True)
     write_atomic(out / "summary.csv", _csv(header + ["collapsed"],
                                            [row + [s.get("collapsed") or ""] for row, s in zip(rows, rows_in)]))

@@ -66,8 +66,9 @@ def summarize_corruptions(directory: str | os.PathLike) -> dict:
     }
 
 
-def format_corruption_table(summaries: list[dict], markdown: bool = False) -> str:
-    """One row per corruption and a last row of means; two columns (ACR, Acc in percent) per folder.
+def format_corruption_table(summaries: list[dict], markdown: bool = False, latex: bool = False) -> str:
+    """One row per corruption and a last row of means; two columns (ACR, Acc in percent) per folder,
+    as plain text, Markdown or LaTeX (:func:`~catrs_plugin.results.report.render_table`).
 
     Folders are labelled by their names; a corruption missing from a folder shows ``-``.
     """
@@ -84,4 +85,4 @@ def format_corruption_table(summaries: list[dict], markdown: bool = False) -> st
     table.append(["mean (mACR, mAcc)", *(cell for summary in summaries
                                          for cell in (f"{summary['mean_acr']:.3f}",
                                                       f"{100 * summary['mean_accuracy']:.1f}"))])
-    return render_table(header, table, markdown, left_first=True)
+    return render_table(header, table, markdown, left_first=True, latex=latex)

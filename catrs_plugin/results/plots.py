@@ -26,30 +26,25 @@ def certified_accuracy_curve(results: CertifyResults, max_radius: float) -> tupl
     return radii, certified_accuracy(results.radius, results.correct, radii)
 
 
-def plot_certified_accuracy(
+def settings_title(sigma: float | None = None, n: int | None = None, alpha: float | None = None,
+                   n0: int | None = None) -> str:
+    """A title line naming sigma, N0, N and alpha as matplotlib draws them (σ = 0.25, N₀ = 100, N = 100,000,
+    α = 0.001, in mathtext), leaving out what is not given."""
+    parts = [(r"$\sigma$", sigma, "g"), ("$N_0$", n0, ","), ("$N$", n, ","), (r"$\alpha$", alpha, "g")]
+    return ", ".join(f"{name} = {value:{spec}}" for name, value, spec in parts if value is not None)
+
+
+def certified_accuracy_figure(
     curves: Mapping[str, CertifyResults],
-    path: str | os.PathLike,
     max_radius: float | None = None,
     title: str | None = None,
-) -> Path:
-    """Draw certified accuracy against radius for each labelled result and save it to ``path``.
-
-    Parameters
-    ----------
-    curves : mapping of str to CertifyResults
-        Legend label (the ACR is appended to it) to the results of one certification run.
-    path : str or os.PathLike
-        Image file to write; the format follows the suffix (``.png``, ``.pdf``, ``.svg``).
-    max_radius : float, optional
-        Right end of the radius axis; defaults to the largest certified radius plus 10 %.
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    pathlib.Path
-        The written file.
-    """
+    *,
+    sigma: float | None = None,
+    n: int | None = None,
+    alpha: float | None = None,
+    n0: int | None = None,
+):
+    """The figure of :func:`plot_certified_accuracy` (a ``matplotlib.figure.Figure``), not yet saved or closed."""
     if not curves:
         raise ValueError("curves is empty; pass at least one label -> CertifyResults entry")
     if max_radius is None:
@@ -62,11 +57,50 @@ def plot_certified_accuracy(
     for label, results in curves.items():
         radii, accuracy = certified_accuracy_curve(results, max_radius)
         acr = average_certified_radius(results.radius, results.correct)
-        axes.plot(radii, accuracy, label=f"{label} (ACR {acr:.3f})", drawstyle="steps-post")
+        axes.plot(radii, 100 * accuracy, label=f"{label} (ACR {acr:.3f})", drawstyle="steps-post")
     axes.set_xlabel("L2 radius")
-    axes.set_ylabel("certified accuracy")
+    axes.set_ylabel("certified accuracy (%)")
     axes.set_xlim(0, max_radius)
-    return _save(figure, axes, path, title)
+    axes.set_ylim(0, 100)
+    _finish(figure, axes, "\n".join(part for part in (title, settings_title(sigma, n, alpha, n0)) if part))
+    return figure
+
+
+def plot_certified_accuracy(
+    curves: Mapping[str, CertifyResults],
+    path: str | os.PathLike,
+    max_radius: float | None = None,
+    title: str | None = None,
+    *,
+    sigma: float | None = None,
+    n: int | None = None,
+    alpha: float | None = None,
+    n0: int | None = None,
+) -> Path:
+    """Draw certified accuracy (in percent, as the tables give it) against radius for each labelled result and save
+    it to ``path``.
+
+    Parameters
+    ----------
+    curves : mapping of str to CertifyResults
+        Legend label (a method's name; the ACR is appended to it) to the results of one certification run.
+    path : str or os.PathLike
+        Image file to write; the format follows the suffix (``.png``, ``.pdf``, ``.svg``).
+    max_radius : float, optional
+        Right end of the radius axis; defaults to the largest certified radius plus 10 %.
+    title : str, optional
+        First line of the figure's title (e.g. the data set).
+    sigma, n, alpha, n0 : optional
+        The noise level and CERTIFY settings the curves were certified with; those given are named
+        in the title (below ``title``).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    figure = certified_accuracy_figure(curves, max_radius, title, sigma=sigma, n=n, alpha=alpha, n0=n0)
+    return _save(figure, path)
 
 
 def plot_p_lower_cdf(curves: Mapping[str, np.ndarray], path: str | os.PathLike, title: str | None = None) -> Path:
@@ -97,7 +131,9 @@ def plot_p_lower_cdf(curves: Mapping[str, np.ndarray], path: str | os.PathLike, 
     axes.set_xlabel("pA_lower (Phi(radius / sigma) of correctly certified inputs)")
     axes.set_ylabel("fraction of inputs with pA_lower <= x")
     axes.set_xlim(0.5, 1.0)
-    return _save(figure, axes, path, title)
+    axes.set_ylim(0, 1)
+    _finish(figure, axes, title)
+    return _save(figure, path)
 
 
 def _figure():
@@ -109,17 +145,19 @@ def _figure():
     return plt.subplots(figsize=(6, 4))
 
 
-def _save(figure, axes, path: str | os.PathLike, title: str | None) -> Path:
-    import matplotlib.pyplot as plt
-
-    axes.set_ylim(0, 1)
+def _finish(figure, axes, title: str | None) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
     if title:
-        axes.set_title(title)
+        axes.set_title(title, fontsize="medium")
+    figure.tight_layout()
+
+
+def _save(figure, path: str | os.PathLike) -> Path:
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path

@@ -1,9 +1,10 @@
-"""Paper-style tables of certification summaries (plain text or Markdown)."""
+"""Paper-style tables of certification summaries: plain text, Markdown, or LaTeX (booktabs) for a paper."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Callable, Sequence
 
 from catrs_plugin.results.metrics import P_LOWER_POINTS, format_radius
@@ -60,6 +61,7 @@ def format_table(
     radii: Sequence[float],
     markdown: bool = False,
     label_key: str = "path",
+    latex: bool = False,
 ) -> str:
     """One row per summary: label, n, ACR and certified accuracy (percent) at each radius, and where the
     summaries know them, the source (measured or published), ``N`` and ``alpha`` before ACR and the
@@ -75,6 +77,8 @@ def format_table(
         A Markdown pipe table instead of aligned plain text.
     label_key : str
         Summary entry naming the row (``path``, or ``method`` in comparisons).
+    latex : bool
+        A LaTeX ``tabular`` with booktabs rules instead (see :func:`render_table`).
     """
     source, settings, distribution = source_columns(summaries), settings_columns(summaries), \
         distribution_columns(summaries) + samples_columns(summaries)
@@ -92,16 +96,26 @@ def format_table(
         ]
         for summary in summaries
     ]
-    return render_table(header, rows, markdown)
+    return render_table(header, rows, markdown, latex=latex)
 
 
 def render_table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False, left_first: bool = False
+    header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False, left_first: bool = False,
+    latex: bool = False,
 ) -> str:
-    """A Markdown pipe table, or plain text with columns padded to equal width.
+    """A Markdown pipe table, a LaTeX ``tabular`` with booktabs rules, or plain text with columns padded to
+    equal width.
 
-    Plain-text cells are right-aligned; with ``left_first`` the first column is left-aligned.
+    Plain-text cells are right-aligned; with ``left_first`` the first column is left-aligned. In LaTeX the
+    first column is left-aligned and the others right-aligned; the cells' special characters are escaped
+    (``_`` becomes ``\\_``), and the table needs ``\\usepackage{booktabs}``.
     """
+    if markdown and latex:
+        raise ValueError("a table is either markdown or latex, not both")
+    if latex:
+        lines = [f"\\begin{{tabular}}{{l{'r' * (len(header) - 1)}}}", "\\toprule", _latex_row(header), "\\midrule",
+                 *(_latex_row(row) for row in rows), "\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines)
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -131,3 +145,18 @@ def to_json(value: Any) -> str:
         return item
 
     return json.dumps(finite(value), indent=2, allow_nan=False)
+
+
+#: LaTeX's special characters and what stands for each of them in a table cell.
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = re.compile("|".join(re.escape(character) for character in _LATEX_ESCAPES))
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped, for a table cell or a caption."""
+    return _LATEX_SPECIAL.sub(lambda match: _LATEX_ESCAPES[match.group()], text)
+
+
+def _latex_row(cells: Sequence[str]) -> str:
+    return " & ".join(latex_escape(cell) for cell in cells) + r" \\"
