@@ -25,6 +25,7 @@ from catrs_plugin.cli import main
 from catrs_plugin.methods.base import HyperParameter, Method
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.results.tsv import CERTIFY_HEADER, ResultWriter, read_certify_results
+from catrs_plugin.train import data as train_data
 from catrs_plugin.train.checkpoint import read_checkpoint
 from catrs_plugin.train.soft_labels import read_soft_labels
 from catrs_plugin.utils import provenance
@@ -188,7 +189,7 @@ def test_train_checks_its_checkpoint_path_before_any_work(tmp_path, capsys, monk
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the checkpoint path was checked")
 
-    monkeypatch.setattr("catrs_plugin.cli.train.training_data", no_work)
+    monkeypatch.setattr(train_data, "training_data", no_work)
     (tmp_path / "file").write_text("x")
     assert main(["train", "--dataset", "digits", "--method", "gaussian", "--sigma", "0.25", "--checkpoint",
                  str(tmp_path / "file" / "c.pt")]) == 2
@@ -205,7 +206,7 @@ def test_train_checks_its_checkpoint_path_before_any_work(tmp_path, capsys, monk
     ("lambda=3", "method 'catrs' has no hyper-parameter 'lambda'; valid:"),
 ])
 def test_hyperparameters_are_checked_when_parsed(tmp_path, capsys, monkeypatch, override, message):
-    monkeypatch.setattr("catrs_plugin.cli.train.training_data", lambda *a: pytest.fail("data loaded"))
+    monkeypatch.setattr(train_data, "training_data", lambda *a: pytest.fail("data loaded"))
     assert main(["train", "--dataset", "digits", "--method", "catrs", "--sigma", "0.25", "--checkpoint",
                  str(tmp_path / "c.pt"), "--hp", override]) == 2
     _one_line_error(capsys, message)

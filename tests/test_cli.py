@@ -98,10 +98,22 @@ def test_console_script_is_installed():
 
 def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
     arguments = ["demo", "--output", str(tmp_path), "--epochs", "2", "--soft-samples", "50", "--N0", "20",
-                 "--N", "200", "--quiet", "--device", "cpu"]
+                 "--N", "200", "--device", "cpu"]
     assert main(arguments) == 0
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert "| gaussian | 359 |" in table and "| catrs | 359 |" in table
+    # one line per epoch, and each result as soon as it is known: the teacher's accuracy before CAT-RS trains
+    lines = table.splitlines()
+    epochs = [line for line in lines if " epoch " in line and "train accuracy" in line]
+    assert [line.split(":")[0] for line in epochs] == [f"{name} sigma=0.25 epoch {e}/2" for name in ("gaussian", "catrs")
+                                                       for e in (1, 2)]
+    position = {key: next(i for i, line in enumerate(lines) if line.startswith(key))
+                for key in ("[accuracy] gaussian_0.25", "[train] catrs_0.25", "[accuracy] catrs_0.25",
+                            "[certified] gaussian", "[certified] catrs", "| gaussian |")}
+    assert list(position.values()) == sorted(position.values()), position
+    for label in ("gaussian sigma=0.25", "epoch 1/2", "soft labels", "certify gaussian", "certify catrs"):
+        assert f"{label}: " in captured.err, label  # every bar is labelled
     for name in ("gaussian", "catrs"):
         results = read_certify_results(tmp_path / f"{name}_noise_0.25.tsv")
         assert len(results) == 359 and results.correct.sum() > 0
@@ -111,6 +123,10 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.*") if p.suffix in (".pt", ".tsv", ".npy")}
     assert main(arguments) == 0  # everything is finished: nothing is trained, sampled or certified again
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.*") if p.suffix in (".pt", ".tsv", ".npy")} == stamps
+    again = capsys.readouterr()
+    assert again.err == "", "a rerun with nothing to do prints no progress bar"
+    assert "[train]" not in again.out and "[soft labels]" not in again.out
+    assert "| catrs | 359 |" in again.out and "[certified] catrs" in again.out  # the results, read back
 
 
 LIGHT_START = """

@@ -82,7 +82,7 @@ def test_certify_corruptions_end_to_end_and_resumed(tmp_path, capsys):
     assert "fog: wrote 1 rows" in capsys.readouterr().out
     fog = read_certify_results(out / "fog.tsv")
     assert fog.idx.tolist() == [0, 2, 16, 18]
-    assert sorted(p.name for p in out.iterdir()) == ["fog.tsv", "fog.tsv.provenance.json", "snow.tsv",
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "fog.tsv", "fog.tsv.provenance.json", "snow.tsv",
                                                      "snow.tsv.provenance.json"]
     whole = tmp_path / "whole"
     assert main([*command[:3], str(whole), *command[4:]]) == 0

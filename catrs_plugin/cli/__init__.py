@@ -2,7 +2,10 @@
 May import every layer of catrs_plugin; nothing in catrs_plugin imports it.
 
 A module defines ``register(subparsers)``, which adds its sub-parsers and sets ``func`` on
-each to a function taking the parsed ``argparse.Namespace`` and returning an exit code.
+each to a function taking the parsed ``argparse.Namespace`` and returning an exit code. Every
+sub-command takes ``--config FILE`` and ``--save-config FILE`` (:mod:`catrs_plugin.cli._config`); a
+module says where its command writes its config by itself with
+:func:`~catrs_plugin.cli._config.add_config_arguments`. Building the parser imports no torch.
 """
 
 from __future__ import annotations
@@ -16,9 +19,17 @@ import sys
 import traceback
 from typing import NoReturn, Sequence
 
+from catrs_plugin.cli import _config
+from catrs_plugin.cli._common import say
+
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (``catrs CMD: error: ...``), exit status 2."""
+    """An argument parser whose errors are one line (``catrs CMD: error: ...``), exit status 2.
+
+    ``commands``: the sub-commands' parsers by name (set on the ``catrs`` parser by :func:`build_parser`).
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -42,19 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"{__name__}.{info.name}").register(subparsers)
     for subparser in subparsers.choices.values():
         subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        if not any(action.dest == "config" for action in subparser._actions):
+            _config.add_config_arguments(subparser)
+    parser.commands = dict(subparsers.choices)
     return parser
 
 
-class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is at the time of each message (as ``print`` does)."""
+class _StdoutHandler(logging.Handler):
+    """Writes each message to whatever ``sys.stdout`` is at the time (as ``print`` does), through
+    :func:`say`, so that open progress bars are redrawn below it instead of being broken."""
 
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            say(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _show_progress_messages() -> None:
@@ -74,13 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every argument is checked before the sub-command starts (:mod:`catrs_plugin.cli._checks`), and
     a failure only the system can tell (no memory, a failing device, a full disk, a damaged file,
     a missing optional package: :mod:`catrs_plugin.cli._failures`) ends the same way; ``--debug``
-    also prints the traceback. Anything else is a bug and ends with its traceback (status 1).
+    also prints the traceback. Anything else is a bug and ends with its traceback (status 1). A command
+    that finishes writes its config file (:mod:`catrs_plugin.cli._config`).
     """
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        _config.apply_config(argv, parser.commands)
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a one-line argument error (2)
         return int(stop.code or 0)
+    except (ValueError, OSError) as error:  # an unusable --config FILE
+        print(f"catrs {_config.find_command(argv)}: error: {error}", file=sys.stderr)
+        return 2
     from catrs_plugin.cli._checks import check_arguments, option_names
     from catrs_plugin.cli._failures import explain
     from catrs_plugin.utils.provenance import DEFAULT_HINT, ProvenanceError
@@ -91,7 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.ExitStack() as held_outputs:  # outputs a sub-command locks until it ends (claim_output)
             args.held_outputs = held_outputs
             check_arguments(args, options)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            if code == 0:
+                _config.save(parser.commands[args.command], args, __version__)
+            return code
     except ProvenanceError as error:  # with the caller's hint, e.g. how to redo the shards of a distributed run
         failure, message = error, str(error)
         if hasattr(args, "restart"):

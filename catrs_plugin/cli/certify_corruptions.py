@@ -26,6 +26,7 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
+from catrs_plugin.cli._config import add_config_arguments, in_folder
 from catrs_plugin.cli.certify import add_sequential_arguments, sequential_options
 from catrs_plugin.utils.defaults import AMP_NAMES
 
@@ -64,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
     add_data_arguments(parser)
+    add_config_arguments(parser, in_folder("outdir"))
     parser.set_defaults(func=run)
 
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from catrs_plugin.cli._common import add_data_arguments, batch_size_argument, resolve_device
+from catrs_plugin.cli._config import add_config_arguments, in_folder
 from catrs_plugin.cli.certify import add_fast_argument, add_sequential_arguments, sequential_options
 from catrs_plugin.utils.defaults import DEFAULT_RUNS_PER_GPU, DEFAULT_WORKERS
 
@@ -90,8 +91,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--published", default=None, metavar="DIR",
                         help="put the published rows of the compared methods next to the measured ones, marked "
                         "published, from a folder laid out like the CAT-RS release (tests/data/catrs-official-certify)")
+    parser.add_argument("--format", choices=("markdown", "latex"), default="markdown",
+                        help="how the summary tables are printed: markdown (summary.md) or latex (summary.tex, a "
+                             "booktabs tabular); both files are written either way (default: markdown)")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write each run's per-epoch metrics as TensorBoard scalars into "
+                             "DIR/noise_<sigma>/<method> (needs pip install 'catrs-plugin[tensorboard]')")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_arguments(parser)
+    add_config_arguments(parser, in_folder("output"))
     parser.set_defaults(func=run)
 
 
@@ -161,12 +169,14 @@ def run(args: argparse.Namespace) -> int:
         attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet, sequential=sequential,
         labels={FIELDS.get(option, option): f"--{option.replace('_', '-')}" for option in BUDGET_OPTIONS},
         published=args.published,
+        tensorboard=args.tensorboard,
     )
+    name = "summary.tex" if args.format == "latex" else "summary.md"
     print()
     for comparison in comparisons:
-        print((comparison.directory / "summary.md").read_text())
+        print((comparison.directory / name).read_text())
     if len(comparisons) > 1:
-        print((Path(args.output) / "summary.md").read_text())
-    print(f"results in {args.output}/ (summary.md and summary.csv; per noise level noise_<sigma>/ with summary.md, "
-          "summary.csv, summary.json, certified_accuracy.png, p_lower_cdf.png)")
+        print((Path(args.output) / name).read_text())
+    print(f"results in {args.output}/ (summary.md, summary.tex and summary.csv; per noise level noise_<sigma>/ with "
+          "summary.md, summary.tex, summary.csv, summary.json, certified_accuracy.png, p_lower_cdf.png)")
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from catrs_plugin.cli._config import add_config_arguments, beside
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("outfile", help="merged file to write (its shards are OUTFILE.rank{r})")
     parser.add_argument("--shards", nargs="+", default=None, metavar="FILE",
                         help="shard files to merge (default: every OUTFILE.rank{r})")
+    add_config_arguments(parser, beside("outfile"))
     parser.set_defaults(func=run)
 
 

@@ -24,6 +24,7 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
+from catrs_plugin.cli._config import add_config_arguments, beside
 from catrs_plugin.utils.defaults import AMP_NAMES
 
 
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(parser)
     add_data_arguments(parser)
+    add_config_arguments(parser, beside("outfile"))
     parser.set_defaults(func=run)
 
 

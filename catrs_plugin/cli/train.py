@@ -19,6 +19,7 @@ from catrs_plugin.cli._common import (
     positive_int,
     resolve_device,
 )
+from catrs_plugin.cli._config import add_config_arguments, beside
 from catrs_plugin.utils.defaults import AMP_NAMES, DEFAULT_WORKERS
 
 if TYPE_CHECKING:
@@ -68,9 +69,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     parser.add_argument("--restart", action="store_true",
                         help="train from scratch, replacing CHECKPOINT instead of resuming it")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write each epoch's loss, accuracy, learning rate and seconds as TensorBoard "
+                             "scalars into DIR (needs pip install 'catrs-plugin[tensorboard]')")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
     add_data_arguments(parser)
+    add_config_arguments(parser, beside("checkpoint"))
     parser.set_defaults(func=run)
 
 
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     given = {field: getattr(args, option) for option, field in TRAIN_OPTIONS.items() if getattr(args, option) is not None}
     config = TrainConfig(**{**method.train_settings(args.preset), **given}, seed=args.seed,
                          checkpoint=str(checkpoint), progress=not args.quiet, amp=args.amp,
-                         channels_last=args.channels_last)
+                         channels_last=args.channels_last, tensorboard=args.tensorboard)
     config.validate()
     method.check_batch(config.batch_size, hyperparameters, "--batch")
     soft, soft_name = None, "soft_labels"

@@ -161,6 +161,7 @@ class Plan:
     fast: bool = False
     progress: bool = False
     sequential: Mapping[str, Any] = field(default_factory=dict)
+    tensorboard: str | None = None
 
     @property
     def procedure(self) -> str:

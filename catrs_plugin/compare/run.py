@@ -110,6 +110,7 @@ def run_comparison(
     fast: bool = False,
     progress: bool = False,
     published: str | os.PathLike | None = None,
+    tensorboard: str | os.PathLike | None = None,
     log: Callable[[str], None] = logger.info,
     labels: Mapping[str, str] | None = None,
     sequential: Mapping[str, Any] | None = None,
@@ -163,6 +164,9 @@ def run_comparison(
         A folder of published results laid out like the CAT-RS release
         (:mod:`catrs_plugin.results.published`): the summaries then put the published rows of the
         compared methods for ``dataset`` at each sigma next to the measured ones, marked published.
+    tensorboard : path, optional
+        Folder of TensorBoard event files: each run adds its per-epoch metrics in
+        ``noise_<sigma>/<method>`` under it (:mod:`catrs_plugin.train.records`).
     log : callable
         Receives one line per step (default: INFO messages of this module's logger, which
         ``catrs`` prints; from worker processes and cluster jobs they come through the
@@ -228,7 +232,7 @@ def run_comparison(
                          **{f"budget.{key}": value for key, value in asdict(budget).items()},
                          **({"certify": dict(sequential)} if sequential else {})})
     plan = Plan(dataset, arch, data_dir, str(out), preset, budget, seed, tuple(attack_eps), certify_batch, workers,
-                fast, progress, dict(sequential or {}))
+                fast, progress, dict(sequential or {}), None if tensorboard is None else str(tensorboard))
     jobs: dict[Any, Job] = {}
     needs_teacher = any(method.needs_soft_labels for method in methods)
     if needs_teacher:
@@ -240,8 +244,8 @@ def run_comparison(
         waits = needs_teacher and (registry.method(run.method).needs_soft_labels or is_teacher)
         jobs[key] = Job(evaluate_job, (plan, run), "teacher" if waits else None)
     runner = runner or InProcess(device, log)
-    log(f"{dataset}: {len(methods)} method(s) at sigma {', '.join(map(str, sigma_list))}, preset {preset}, "
-        f"{budget.epochs} epochs, {plan.procedure} N0={budget.n0} N={budget.n} alpha={budget.alpha}; "
+    log(f"{dataset}: {len(methods)} method(s) at sigma {', '.join(map(str, sigma_list))}, budget of preset {preset} "
+        f"({budget.epochs} epochs, {plan.procedure} N0={budget.n0} N={budget.n} alpha={budget.alpha}); "
         f"{len(runs)} runs on {runner.describe()}")
     try:
         results, failures = run_jobs(runner, jobs)
@@ -280,13 +284,18 @@ def train_run(
     before = epochs_done(read_checkpoint(checkpoint), checkpoint) if checkpoint.exists() else 0
     torch.manual_seed(plan.seed)
     model = registry.create_model(plan.arch, spec.name).to(device)
-    config = TrainConfig(**run.train, seed=plan.seed, checkpoint=str(checkpoint), progress=plan.progress)
+    board = None if plan.tensorboard is None else str(Path(plan.tensorboard) / f"noise_{run.sigma}" / run.method)
+    config = TrainConfig(**run.train, seed=plan.seed, checkpoint=str(checkpoint), progress=plan.progress,
+                         tensorboard=board)
     examples = plan.budget.train_examples if plan.budget.train_examples >= 0 else None
     data = training_data(spec, plan.data_dir, soft_labels=soft, n_examples=examples, batch_size=config.batch_size,
                          workers=plan.workers)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    log(f"[train] {run.method} at sigma={run.sigma}: preset {run.preset}, {run.hyperparameters or '(no hyper-parameters)'}"
-        f", {config.epochs} epochs, lr {config.lr:g}")
+    if before < config.epochs:  # a finished run (e.g. the teacher, again as the Gaussian run) trains nothing
+        teacher = " (the teacher)" if run.method == "gaussian" and run.sigma == TEACHER_SIGMA else ""
+        hyperparameters = f"{run.preset} preset's hyper-parameters" if run.preset else "default hyper-parameters"
+        log(f"[train] {run.method} at sigma={run.sigma}{teacher}: {hyperparameters} {run.hyperparameters or '{}'}, "
+            f"{config.epochs} epochs, lr {config.lr:g}")
     try:
         history = train(model, method, run.hyperparameters, run.sigma, data, config,
                         checkpoint_fields={"arch": plan.arch, "dataset": spec.name})
@@ -302,17 +311,18 @@ def teacher_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[st
     Returns whether the soft labels were computed now (False when they were cached).
     """
     path = Path(plan.output) / "teacher" / "soft_labels.npy"
-    log(f"[teacher] gaussian at sigma={TEACHER_SIGMA}")
     teacher, history, _, diverged = train_run(plan, run, None, device, log)
     problem = diverged or loss_problem(history)
     if problem:
         raise RuntimeError(f"the Gaussian teacher collapsed ({problem}); its soft labels would be meaningless")
     spec = get_registry().dataset(plan.dataset)
-    log(f"[soft labels] {plan.budget.soft_samples} noise samples per training example")
     examples = plan.budget.train_examples if plan.budget.train_examples >= 0 else None
     computed = training_soft_labels_to_file(
         teacher, spec, TEACHER_SIGMA, plan.budget.soft_samples, path, plan.seed, plan.data_dir, n_examples=examples,
         batch_size=plan.certify_batch, workers=plan.workers, progress=plan.progress)
+    if computed:
+        log(f"[soft labels] the teacher's smoothed predictions, {plan.budget.soft_samples} noise samples per training "
+            f"example, for {computed} examples")
     return computed > 0
 
 
@@ -350,10 +360,13 @@ def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[s
         log(f"[collapsed] {run.method} at sigma={run.sigma}: {collapsed}; not certified")
         return result
     batch = plan.certify_batch
-    log(f"[certify] {run.method} at sigma={run.sigma}: {len(indices)} examples")
     result["rows_certified"] = certify_to_file(
         model, spec.num_classes, run.sigma, x_test, y_test, tsv, indices, n0=budget.n0, n=budget.n,
-        alpha=budget.alpha, batch_size=batch, seed=plan.seed, fast=plan.fast, progress=plan.progress, **plan.sequential)
+        alpha=budget.alpha, batch_size=batch, seed=plan.seed, fast=plan.fast,
+        progress=plan.progress and f"certify {run.method} sigma={run.sigma:g}", **plan.sequential)
+    if result["rows_certified"]:
+        log(f"[certify] {run.method} at sigma={run.sigma}: {result['rows_certified']} of {len(indices)} examples "
+            "certified now")
     for eps in plan.attack_eps:
         predictions = directory / "empirical" / f"{run.method}_eps_{eps}.tsv"
         log(f"[attack] {run.method} at sigma={run.sigma}: ART L2 PGD at eps={eps}, then PREDICT")
