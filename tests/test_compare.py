@@ -20,8 +20,9 @@ METHODS = "gaussian,smoothadv,catrs"  # the teacher's own run, a chunked attack 
 
 
 def run(output, methods=METHODS, sigma=0.25, **kwargs):
+    kwargs.setdefault("log", lambda line: None)
     (comparison,) = run_comparison("digits", parse_methods(methods, get_registry()), sigma, output, "quick", TINY,
-                                   log=lambda line: None, **kwargs)
+                                   **kwargs)
     return comparison
 
 
@@ -38,9 +39,12 @@ def rows_without_time(path: Path) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """One finished tiny comparison, shared by the tests below."""
+    """One finished tiny comparison, shared by the tests below (what it logged is in ``log.txt``)."""
     output = tmp_path_factory.mktemp("compare")
-    return output, run(output)
+    lines = []
+    comparison = run(output, log=lines.append)
+    (output / "log.txt").write_text("\n".join(lines))
+    return output, comparison
 
 
 def test_outputs_and_shared_teacher(finished):
@@ -82,8 +86,28 @@ def test_outputs_and_shared_teacher(finished):
         assert entry["p_lower_cdf"]["0.5"] == pytest.approx(1 - entry["certified_accuracy"]["0.0"], abs=1 / 12)
     markdown = (directory / "summary.md").read_text()
     assert "| method | n | N | alpha | ACR | 0.00 |" in markdown and "| catrs |" in markdown
+    latex = (directory / "summary.tex").read_text().splitlines()
+    assert latex[0] == "% digits, sigma = 0.25, preset quick" and latex[1].startswith("% ACR and certified accuracy")
+    assert latex[2].startswith(r"\begin{tabular}{l") and latex[4].startswith(r"method & n & N & alpha & ACR & 0.00 & ")
+    assert latex[6].startswith("gaussian & 12 & 100 & 0.01 & ") and latex[-1] == r"\end{tabular}"
     assert (directory / "certified_accuracy.png").stat().st_size > 0
     assert (directory / "p_lower_cdf.png").stat().st_size > 0
+
+
+def test_log_lines_say_which_preset_is_which_and_announce_each_run_once(finished):
+    lines = (finished[0] / "log.txt").read_text().splitlines()
+    assert lines[0].startswith("digits: 3 method(s) at sigma 0.25, budget of preset quick (1 epochs, CERTIFY N0=20 N=100 ")
+    trained = [line for line in lines if line.startswith("[train]")]
+    assert trained == [
+        "[train] gaussian at sigma=0.25 (the teacher): paper preset's hyper-parameters {}, 1 epochs, lr 0.1",
+        "[train] smoothadv at sigma=0.25: quick preset's hyper-parameters "
+        f"{get_registry().method('smoothadv').hyperparameters(0.25, 'quick')}, 1 epochs, lr 0.1",
+        "[train] catrs at sigma=0.25: paper preset's hyper-parameters "
+        f"{get_registry().method('catrs').hyperparameters(0.25, 'paper')}, 1 epochs, lr 0.1",
+    ]
+    assert sum(line.startswith("[soft labels]") for line in lines) == 1
+    assert [line.split(":")[0] for line in lines if line.startswith("[certify]")] == [
+        f"[certify] {name} at sigma=0.25" for name in ("gaussian", "smoothadv", "catrs")]
 
 
 def test_rerun_recomputes_nothing(finished):
@@ -147,6 +171,9 @@ def test_command_line(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "| stability | 6 |" in printed and "summary.md" in printed
+    assert main(["compare", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--N0 N0" in shown and "--train-examples TRAIN_EXAMPLES" in shown and "BUDGET_" not in shown
     assert json.loads((tmp_path / "settings.json").read_text())["budget.epochs"] == 1
     assert main(["compare", "--dataset", "digits", "--methods", "nope", "--sigma", "0.5", "--output",
                  str(tmp_path)]) == 2
