@@ -106,8 +106,8 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
     # one line per epoch, and each result as soon as it is known: the teacher's accuracy before CAT-RS trains
     lines = table.splitlines()
     epochs = [line for line in lines if " epoch " in line and "train accuracy" in line]
-    assert [line.split(":")[0] for line in epochs] == [f"{name} sigma=0.25 epoch {e}/2" for name in ("gaussian", "catrs")
-                                                       for e in (1, 2)]
+    assert [line.split(":")[0] for line in epochs] == [f"{name} sigma=0.25 epoch {e}/2"
+                                                       for name in ("gaussian", "catrs") for e in (1, 2)]
     position = {key: next(i for i, line in enumerate(lines) if line.startswith(key))
                 for key in ("[accuracy] gaussian_0.25", "[train] catrs_0.25", "[accuracy] catrs_0.25",
                             "[certified] gaussian", "[certified] catrs", "| gaussian |")}
@@ -132,7 +132,8 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path, capsys):
 LIGHT_START = """
 import sys
 from catrs_plugin.cli import main
-for argv in (["--help"], ["train", "--help"], ["analyze", "tests/data/catrs-official-certify/cifar10/cat-rs/noise_0.25.tsv"]):
+released = "tests/data/catrs-official-certify/cifar10/cat-rs/noise_0.25.tsv"
+for argv in (["--help"], ["train", "--help"], ["analyze", released]):
     assert main(argv) == 0, argv
     assert "torch" not in sys.modules, (argv, "imported torch")
 import catrs_plugin

@@ -24,7 +24,8 @@ def test_writes_the_smoothed_predictions_of_the_training_set(teacher, tmp_path, 
     np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=0, atol=1e-6)
     expected = smoothed_soft_labels(load_checkpoint(teacher), x_train[:30], 10, sigma=0.25, n=20, batch_size=300)
     np.testing.assert_array_equal(soft[:30], expected)  # same noise per example, whatever the batch size
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.npy", "soft.npy.config.json", "soft.npy.provenance.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["soft.npy", "soft.npy.config.json",
+                                                           "soft.npy.provenance.json"]
     assert main(["train", "--dataset", "digits", "--method", "catrs", "--sigma", "0.25", "--epochs", "1",
                  "--batch", "512", "--soft-labels", str(out), "--checkpoint", str(tmp_path / "catrs.pt"),
                  "--device", "cpu", "--quiet"]) == 0

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sigma", required=True, metavar="SIGMA[,SIGMA...]",
                         help="noise levels of training and certification, e.g. 0.25 or 0.25,0.5,1.0")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="budget and method presets: " + "; ".join(f"{name} ({text})" for name, text in PRESETS.items()))
+                        help="budget and method presets: "
+                             + "; ".join(f"{name} ({text})" for name, text in PRESETS.items()))
     parser.add_argument("--method-preset", action="append", default=[], metavar="METHOD=PRESET",
                         help="give one method another of its presets, e.g. macer=original (MACER's own recipe); "
                         "repeatable")
@@ -105,22 +106,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def devices_from(args: argparse.Namespace) -> tuple[list[str], bool]:
     """The devices to use and whether the user named them (``--devices`` or a ``--device`` other than auto)."""
+    import torch
+
     if args.devices:
         names = [name.strip() for name in args.devices.split(",") if name.strip()]
         explicit = True
     elif args.device != "auto":
         names, explicit = [args.device], True
-    elif _cuda_devices():
-        names, explicit = [f"cuda:{i}" for i in range(_cuda_devices())], False
+    elif torch.cuda.is_available():
+        names, explicit = [f"cuda:{i}" for i in range(torch.cuda.device_count())], False
     else:
         names, explicit = ["cpu"], False
     return [str(resolve_device(name, "--devices" if args.devices else "--device")) for name in names], explicit
-
-
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def choose_runner(args: argparse.Namespace, file_based: bool):

@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     for name, model in models.items():
         path = out / f"{name}_noise_{sigma}.tsv"
         certify_to_file(model, spec.num_classes, sigma, x_test, y_test, path, n0=args.N0, n=args.N,
-                        alpha=args.alpha, batch_size="auto", seed=args.seed, progress=not args.quiet and f"certify {name}")
+                        alpha=args.alpha, batch_size="auto", seed=args.seed,
+                        progress=not args.quiet and f"certify {name}")
         results = read_certify_results(path)
         curves[name] = results
         summary = {"method": name, **summarize(results, radii)}
