@@ -54,8 +54,9 @@ def test_options_on_the_command_line_override_the_file(tmp_path):
 
 @pytest.mark.parametrize("settings, message", [
     ({"skip": 1}, "`catrs train` has no setting 'skip'; valid: amp, arch,"),
-    ({"epochs": 0}, "--epochs must be an integer >= 1, got '0'"),
-    ({"epochs": 2.5}, "--epochs must be an integer >= 1"),
+    ({"epochs": 0}, "--epochs: must be an integer >= 1, got '0'"),
+    ({"epochs": 2.5}, "--epochs: must be an integer >= 1"),
+    ({"sigma": "high"}, "--sigma: could not convert string to float: 'high'"),
     ({"amp": "bf17"}, "--amp must be one of bf16, fp16, got 'bf17'"),
     ({"hp": "lbd=2"}, "--hp takes a list"),
     ({"channels_last": "yes"}, "--channels-last is true or false"),

@@ -139,7 +139,7 @@ def _checked(action: argparse.Action, value: Any, label: str) -> Any:
             try:
                 item = action.type(item if isinstance(item, str) else json.dumps(item))
             except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
-                raise ValueError(f"{label}: {_name(action)} {error}") from None
+                raise ValueError(f"{label}: {_name(action)}: {error}") from None
         if action.choices is not None and item not in action.choices:
             raise ValueError(f"{label}: {_name(action)} must be one of {', '.join(map(str, action.choices))}, "
                              f"got {item!r}")
