@@ -25,23 +25,34 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it, imported when the name is first used.
 _EXPORTS = {
+    "Smooth": "catrs_plugin.certify.smoothing",
     "certify_to_file": "catrs_plugin.certify.files",
     "predict_to_file": "catrs_plugin.certify.files",
-    "Smooth": "catrs_plugin.certify.smoothing",
     "certified_radius": "catrs_plugin.certify.stats",
     "lower_confidence_bound": "catrs_plugin.certify.stats",
-    **dict.fromkeys(("CATRS", "GAUSSIAN", "Method", "TrainBatch", "catrs_loss", "gaussian_loss", "worst_case_noise"),
-                    "catrs_plugin.methods"),
+    "train": "catrs_plugin.train.loop",
+    "TrainConfig": "catrs_plugin.train.loop",
+    "TensorData": "catrs_plugin.train.loop",
+    "smoothed_soft_labels": "catrs_plugin.train.soft_labels",
+    "Method": "catrs_plugin.methods",
+    "TrainBatch": "catrs_plugin.methods",
+    "CATRS": "catrs_plugin.methods",
+    "GAUSSIAN": "catrs_plugin.methods",
+    "catrs_loss": "catrs_plugin.methods",
+    "gaussian_loss": "catrs_plugin.methods",
+    "worst_case_noise": "catrs_plugin.methods",
     "get_registry": "catrs_plugin.plugins.registry",
-    **dict.fromkeys(("average_certified_radius", "certified_accuracy", "summarize"), "catrs_plugin.results.metrics"),
+    "save_checkpoint": "catrs_plugin.train.checkpoint",
+    "load_checkpoint": "catrs_plugin.train.checkpoint",
+    "read_checkpoint": "catrs_plugin.train.checkpoint",
     "ResultWriter": "catrs_plugin.results.tsv",
     "read_certify_results": "catrs_plugin.results.tsv",
-    **dict.fromkeys(("load_checkpoint", "read_checkpoint", "save_checkpoint"), "catrs_plugin.train.checkpoint"),
-    **dict.fromkeys(("TensorData", "TrainConfig", "train"), "catrs_plugin.train.loop"),
-    "smoothed_soft_labels": "catrs_plugin.train.soft_labels",
+    "average_certified_radius": "catrs_plugin.results.metrics",
+    "certified_accuracy": "catrs_plugin.results.metrics",
+    "summarize": "catrs_plugin.results.metrics",
     # The ART classes: importing the core does not import ART.
-    "CATRSTrainer": "catrs_adapters.art.trainer",
     "PyTorchCATRS": "catrs_adapters.art.estimator",
+    "CATRSTrainer": "catrs_adapters.art.trainer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -320,7 +320,7 @@ def test_the_last_resort_names_the_argument(files, tmp_path, capsys, monkeypatch
     def fail(*args, **kwargs):
         raise failure
 
-    monkeypatch.setattr("catrs_plugin.cli.certify.certify_to_file", fail)
+    monkeypatch.setattr("catrs_plugin.certify.files.certify_to_file", fail)
     out = tmp_path / "o.tsv"
     command = ["certify", "digits", str(files.digits), "0.25", str(out), *FAST, "--batch", "1000"]
     assert main(command) == 2
@@ -331,7 +331,7 @@ def test_the_last_resort_names_the_argument(files, tmp_path, capsys, monkeypatch
     error = capsys.readouterr().err
     assert error.startswith("Traceback") and error.rstrip().splitlines()[-1].startswith("catrs certify: error: ")
 
-    monkeypatch.setattr("catrs_plugin.cli.certify.certify_to_file", lambda *a, **k: {}["a bug"])
+    monkeypatch.setattr("catrs_plugin.certify.files.certify_to_file", lambda *a, **k: {}["a bug"])
     with pytest.raises(KeyError):
         main(command)
 

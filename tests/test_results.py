@@ -159,26 +159,20 @@ def test_plots_carry_the_settings_and_methods_in_percent(reference_dir):
     assert round(axes.get_lines()[0].get_ydata()[0], 1) == 76.3
 
 
-def test_analyze_plots_the_files_with_their_recorded_settings(reference_dir, tmp_path, capsys):
-    from catrs_plugin.cli.analyze import recorded_settings, short_labels
+def test_analyze_plots_the_files_with_the_settings_they_share(reference_dir, tmp_path, capsys):
+    from catrs_plugin.cli.analyze import shared_settings, short_labels
 
     files = [str(reference_dir / "cifar10" / name / "noise_0.25.tsv") for name in ("cat-rs", "cohen")]
     assert short_labels(files) == ["cat-rs", "cohen"]
     assert short_labels(["a/x.tsv", "b/y.tsv"]) == ["a/x", "b/y"]
     assert short_labels(["x.tsv", "x.tsv"]) == ["x.tsv", "x.tsv"]  # not told apart: the paths as given
-    assert recorded_settings(files) == {}  # the released files carry no record
-    ours = []
-    for name, n in (("a", 500), ("b", 500)):
-        path = tmp_path / f"{name}.tsv"
-        path.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.5\t1\t0:00:00.1\n")
-        provenance.write_record(path, {"sigma": 0.5, "N0": 100, "N": n, "alpha": 0.001, "seed": 0})
-        ours.append(str(path))
-    assert recorded_settings(ours) == {"sigma": 0.5, "n0": 100, "n": 500, "alpha": 0.001}
-    provenance.write_record(ours[1], {"sigma": 0.5, "N0": 100, "N": 1000, "alpha": 0.001})
-    assert recorded_settings(ours) == {"sigma": 0.5, "n0": 100, "alpha": 0.001}  # N differs: not named
+    known = {"sigma": 0.5, "N": 500, "alpha": 0.001}
+    assert shared_settings([known, dict(known)]) == {"sigma": 0.5, "n": 500, "alpha": 0.001}
+    assert shared_settings([known, {**known, "N": 1000}]) == {"sigma": 0.5, "alpha": 0.001}  # N differs: not named
+    assert shared_settings([{"sigma": None, "N": None, "alpha": None}]) == {}  # the released files carry no record
     image = tmp_path / "plot.png"
-    assert main(["analyze", *files, "--plot", str(image), "--title", "CIFAR-10"]) == 0
+    assert main(["analyze", *files, "--plot", str(image), "--title", "CIFAR-10", "--sigma", "0.25"]) == 0
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"plot of 2 result file(s) in {image}" in capsys.readouterr().out
+    assert f"certified accuracy of 2 result file(s) drawn in {image}" in capsys.readouterr().out
     assert main(["analyze", "--corruptions", str(tmp_path), "--plot", str(image)]) == 2
-    assert "--plot draws result FILEs" in capsys.readouterr().err
+    assert "--plot and --pa-plot draw result FILEs" in capsys.readouterr().err

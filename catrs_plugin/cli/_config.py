@@ -7,7 +7,7 @@ its config file: ``CHECKPOINT.config.json`` for ``catrs train``, ``OUTFILE.confi
 ``--save-config FILE``. ``catrs CMD --config FILE`` runs the same command with those settings;
 options given on the command line override the file (an option that may be repeated, such as
 ``--hp``, adds to the file's list; a flag the file sets cannot be unset, edit the file instead).
-``--restart``, an action rather than a setting, is never written.
+``--restart`` (an action rather than a setting) and ``--debug`` are never written.
 
 The file is JSON: ``{"command": "train", "version": "0.1.0", "settings": {"dataset": "digits", ...}}``.
 Its values are checked as the command line's are (types, ranges, choices) before the command runs.

@@ -14,9 +14,8 @@ import errno
 import pickle
 import re
 import struct
+import sys
 import zipfile
-
-import torch
 
 #: Kind of failure -> the arguments (argparse ``dest``) it concerns, the first one given wins.
 ARGUMENTS = {
@@ -40,8 +39,9 @@ _DISK_ERRORS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS", "
 def classify(error: BaseException) -> str | None:
     """``memory``, ``device``, ``disk``, ``format``, ``dependency`` or None (not a known failure)."""
     text = str(error)
-    if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (isinstance(error, RuntimeError)
-                                                                    and _MEMORY.search(text)):
+    torch = sys.modules.get("torch")  # not imported: no torch error (`catrs analyze` does not import it)
+    out_of_memory = (MemoryError,) if torch is None else (MemoryError, torch.OutOfMemoryError)
+    if isinstance(error, out_of_memory) or (isinstance(error, RuntimeError) and _MEMORY.search(text)):
         return "memory"
     if isinstance(error, OSError) and error.errno in _DISK_ERRORS:
         return "disk"

@@ -122,6 +122,7 @@ def sun2025_loss(
     if attack_steps and batch.epoch >= (discard_epoch or 0):
         noises = sphere_attack(model, batch.inputs, batch.targets, noises, attack_steps, attack_step_size)
     logits = noisy_logits(model, batch.inputs, noises)
+    batch.observe(logits)
     return F.cross_entropy(logits.flatten(0, 1), batch.targets.repeat(num_noise_vec))
 
 

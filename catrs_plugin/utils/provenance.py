@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping, Sequence
 
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
 
 from catrs_plugin.utils.atomic import write_atomic
 from catrs_plugin.utils.reading import FormatError, parsing, read_text
+from catrs_plugin.utils.validation import is_tensor
 
 #: Suffix of the record next to an output file.
 SIDECAR_SUFFIX = ".provenance.json"
@@ -86,12 +86,6 @@ def sidecar(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def _is_tensor(value: Any) -> bool:
-    """Whether ``value`` is a torch tensor (none can exist while torch is not imported)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
-
-
 def _tensor_bytes(tensor: torch.Tensor) -> tuple[str, tuple[int, ...], memoryview]:
     import torch
 
@@ -100,7 +94,7 @@ def _tensor_bytes(tensor: torch.Tensor) -> tuple[str, tuple[int, ...], memoryvie
 
 
 def _array_bytes(array: Any) -> tuple[str, tuple[int, ...], memoryview]:
-    if _is_tensor(array):
+    if is_tensor(array):
         return _tensor_bytes(array)
     array = np.ascontiguousarray(array)
     return str(array.dtype), array.shape, memoryview(array.reshape(-1).view(np.uint8))
@@ -150,7 +144,7 @@ def architecture_digest(model: nn.Module) -> str:
 def data_identity(x: Any, y: Any) -> str:
     """The digest of inputs and labels; for inputs decoded on access (not an array), their type and
     shape with the digest of the labels."""
-    if isinstance(x, np.ndarray) or _is_tensor(x):
+    if isinstance(x, np.ndarray) or is_tensor(x):
         return digest(x, y)
     return f"{type(x).__name__} of shape {tuple(x.shape)}, labels {digest(y)}"
 

@@ -1,19 +1,24 @@
 """Argument checks shared by every public entry point.
 
 Each check raises :class:`ValueError` whose message names the argument, the accepted range
-and the value received, so that a bad call fails at once and says how to fix it.
+and the value received, so that a bad call fails at once and says how to fix it. torch is
+imported only by the checks of tensors, models and devices, so that the checks of plain values
+(and the readers of result files that use them) do not import it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from catrs_plugin.utils.reading import class_labels
 
@@ -75,8 +80,16 @@ def check_count_or_all(value: int, name: str) -> int:
     return int(value)
 
 
+def is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor (none can exist while torch is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def memory_bytes(device: torch.device | str) -> int:
     """The memory of ``device``: the GPU's total memory for CUDA, else this machine's physical memory."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
@@ -89,6 +102,8 @@ def memory_bytes(device: torch.device | str) -> int:
 def check_batch_fits(batch: int, input_shape: Sequence[int], device: torch.device | str, name: str) -> None:
     """Refuse a batch of noisy samples whose buffers alone (float32 inputs, int64 counts) exceed the memory of
     ``device`` (:func:`memory_bytes`), before anything is allocated or written."""
+    import torch
+
     need = int(batch) * (4 * math.prod(int(s) for s in input_shape) + 16)
     have = memory_bytes(device)
     if need > have:
@@ -112,6 +127,8 @@ def check_forward(model: torch.nn.Module, input_shape: Sequence[int], num_classe
     """Forward one zero input through ``model`` (in eval mode, without gradients) and check it gives
     ``num_classes`` logits; an architecture that cannot take ``input_shape`` is a :class:`ValueError`
     naming ``name`` instead of an error inside torch at the first training step."""
+    import torch
+
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     was_training = model.training
@@ -151,6 +168,8 @@ def check_inputs(
     shape = tuple(x.shape)
     if len(shape) == 0 or shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {shape}); pass at least one example")
+    import torch
+
     data = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     if data.is_floating_point() and not bool(torch.isfinite(data).all()):
         raise ValueError(f"{name} contains NaN or inf values; inputs must be finite")
@@ -183,7 +202,7 @@ def check_labels(y: np.ndarray | torch.Tensor, num_classes: int, n: int, name: s
 
     One-hot labels of shape ``(n, num_classes)`` (ART's convention) are reduced with argmax.
     """
-    labels = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    labels = y.detach().cpu().numpy() if is_tensor(y) else np.asarray(y)
     if labels.ndim == 2 and labels.shape[1] == num_classes:
         labels = labels.argmax(axis=1)
     if labels.ndim != 1 or labels.shape[0] != n:
@@ -200,7 +219,7 @@ def check_soft_labels(
     """Return soft labels as float32 of shape ``(n, num_classes)`` with rows summing to 1."""
     probs = (
         soft_labels.detach().cpu().numpy()
-        if isinstance(soft_labels, torch.Tensor)
+        if is_tensor(soft_labels)
         else np.asarray(soft_labels)
     )
     if probs.shape != (n, num_classes):
@@ -229,6 +248,8 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
 
 def check_autocast_dtype(dtype: torch.dtype | None, name: str = "autocast_dtype") -> torch.dtype | None:
     """Return ``dtype`` if it is ``None`` (full precision), ``torch.bfloat16`` or ``torch.float16``."""
+    import torch
+
     if dtype not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"{name} must be None, torch.bfloat16 or torch.float16, got {dtype!r}")
     return dtype
