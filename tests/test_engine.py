@@ -367,11 +367,11 @@ def test_catrs_certify_fast_flag(tmp_path, monkeypatch):
 
 def test_fast_reaches_compare_and_the_art_estimator(monkeypatch):
     from catrs_adapters.art.estimator import PyTorchCATRS
-    from catrs_plugin.cli import compare as compare_cli
     from catrs_plugin.cli import main
+    from catrs_plugin.compare import run as compare_run  # what `catrs compare` calls, imported when it runs
 
     seen = {}
-    monkeypatch.setattr(compare_cli, "run_comparison", lambda *args, **kwargs: seen.update(kwargs) or 1 / 0)
+    monkeypatch.setattr(compare_run, "run_comparison", lambda *args, **kwargs: seen.update(kwargs) or 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["compare", "--dataset", "digits", "--methods", "gaussian", "--sigma", "0.25", "--fast"])
     assert seen["fast"] is True
