@@ -1,5 +1,6 @@
 """The ``catrs`` command: train, certify, predict end to end, resuming, and argument errors."""
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from catrs_plugin.certify.fast_inference import compilation_messages_on_stderr
 from catrs_plugin.cli import main
 from catrs_plugin.results.tsv import read_certify_results
 
@@ -36,6 +38,21 @@ def test_certify_resumes_after_the_last_complete_row(checkpoint, tmp_path):
     for column in ("label", "predict", "radius", "correct"):
         np.testing.assert_array_equal(getattr(a, column), getattr(b, column))
     assert a.correct.mean() > 0.5
+
+
+def test_a_command_prints_the_epoch_lines_and_leaves_the_sessions_logging_as_it_was(tmp_path, capsys):
+    package, compilation = logging.getLogger("catrs_plugin"), logging.getLogger("catrs_plugin.certify.fast_inference")
+    before = [(log.handlers[:], log.level, log.propagate) for log in (package, compilation)]
+    assert main(["train", "--dataset", "digits", "--method", "gaussian", "--sigma", "0.25", "--epochs", "1",
+                 "--batch", "64", "--checkpoint", str(tmp_path / "g.pt"), "--quiet", "--device", "cpu"]) == 0
+    assert "gaussian sigma=0.25 epoch 1/1: loss" in capsys.readouterr().out
+    with compilation_messages_on_stderr():  # what certify --compile and --fast enter
+        compilation.info("compiled in 1 s")
+        assert compilation.propagate is False
+    assert "compiled in 1 s" in capsys.readouterr().err
+    assert [(log.handlers, log.level, log.propagate) for log in (package, compilation)] == before
+    logging.getLogger("catrs_plugin.train.loop").info("a library message after the command")
+    assert capsys.readouterr().out == ""
 
 
 def test_predict_writes_cohen_predict_rows(checkpoint, tmp_path):

@@ -28,13 +28,14 @@ models.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
 import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -262,11 +263,19 @@ def prepare_forward(model: nn.Module, recipe: Recipe, device: torch.device) -> C
     return entry.forward
 
 
-def log_compilation_to_stderr() -> None:
-    """Show this module's INFO messages (compilation times) on stderr, once; for the command line."""
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # not also on stdout through the command line's handler
+@contextlib.contextmanager
+def compilation_messages_on_stderr() -> Iterator[None]:
+    """While the block runs, show this module's INFO messages (compilation times) on stderr, and not
+    also on stdout through the command line's handler; for the command line."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

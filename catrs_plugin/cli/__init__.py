@@ -17,7 +17,7 @@ import logging
 import pkgutil
 import sys
 import traceback
-from typing import NoReturn, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 from catrs_plugin.cli import _config
 from catrs_plugin.cli._common import say
@@ -70,14 +70,24 @@ class _StdoutHandler(logging.Handler):
             self.handleError(record)
 
 
-def _show_progress_messages() -> None:
-    """Print the package's INFO log messages (e.g. "resuming from epoch N") like the commands' own output."""
+@contextlib.contextmanager
+def _progress_messages() -> Iterator[None]:
+    """While a command runs, print the package's INFO log messages (per-epoch lines, "resuming from
+    epoch N") like the command's own output; the logger is as it was once the command returns, so that
+    calling :func:`main` in a Python session leaves that session's logging alone."""
     logger = logging.getLogger("catrs_plugin")
-    if not any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):
-        handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    if any(isinstance(handler, _StdoutHandler) for handler in logger.handlers):  # main() within main()
+        yield
+        return
+    handler, level = _StdoutHandler(), logger.level
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from catrs_plugin.cli._failures import explain
     from catrs_plugin.utils.provenance import DEFAULT_HINT, ProvenanceError
 
-    _show_progress_messages()
     options = option_names(parser._subparsers._group_actions[0].choices[args.command])
     try:
         with contextlib.ExitStack() as held_outputs:  # outputs a sub-command locks until it ends (claim_output)
+            held_outputs.enter_context(_progress_messages())
             args.held_outputs = held_outputs
             check_arguments(args, options)
             code = int(args.func(args) or 0)

@@ -124,7 +124,7 @@ def sequential_options(args: argparse.Namespace) -> dict:
 
 def _prepare(args: argparse.Namespace):
     from catrs_plugin.certify.distributed import SHARD_TIMEOUT, init_from_env
-    from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
+    from catrs_plugin.certify.fast_inference import compilation_messages_on_stderr
     from catrs_plugin.certify.files import select_indices
     from catrs_plugin.train.checkpoint import load_checkpoint
     from catrs_plugin.utils.provenance import indices_record
@@ -135,7 +135,7 @@ def _prepare(args: argparse.Namespace):
     if args.fast and args.compile:
         raise ValueError("pass either --fast or --compile, not both (--fast compiles in its own way)")
     if args.fast or args.compile:
-        log_compilation_to_stderr()
+        args.held_outputs.enter_context(compilation_messages_on_stderr())
     device = init_from_env(resolve_device(args.device), backend="gloo", timeout=SHARD_TIMEOUT)
     spec, x, y = load_split(args.dataset, args.split, args.data_dir)
     with for_argument("base_classifier"):

@@ -141,7 +141,7 @@ def choose_runner(args: argparse.Namespace, file_based: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from catrs_plugin.certify.fast_inference import log_compilation_to_stderr
+    from catrs_plugin.certify.fast_inference import compilation_messages_on_stderr
     from catrs_plugin.compare.plan import BUDGETS, parse_floats, parse_method_presets, parse_methods
     from catrs_plugin.compare.run import run_comparison
     from catrs_plugin.plugins.registry import get_registry
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     attack_eps = parse_floats(args.attack_eps, "--attack-eps") if args.attack_eps else ()
     check_output_dir(args.output, "--output")
     if args.fast:
-        log_compilation_to_stderr()
+        args.held_outputs.enter_context(compilation_messages_on_stderr())
     spec = registry.dataset(args.dataset)
     comparisons = run_comparison(
         args.dataset, methods, sigmas, args.output, args.preset, budget, arch=args.arch, data_dir=args.data_dir,
