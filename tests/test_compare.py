@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ METHODS = "gaussian,smoothadv,catrs"  # the teacher's own run, a chunked attack 
 
 def run(output, methods=METHODS, sigma=0.25, **kwargs):
     (comparison,) = run_comparison("digits", parse_methods(methods, get_registry()), sigma, output, "quick", TINY,
-                                   log=lambda line: None, **kwargs)
+                                   log=lambda line: None, certify_collapsed=True, **kwargs)
     return comparison
 
 
@@ -72,7 +73,7 @@ def test_outputs_and_shared_teacher(finished):
     assert table[0][:3] == ["method", "n", "ACR"] and "train s/epoch" in table[0] and len(table) == 4
     assert float(table[1][2]) == pytest.approx(summary["methods"][0]["acr"], rel=1e-5)
     markdown = (directory / "summary.md").read_text()
-    assert "| method | n | ACR | 0.00 |" in markdown and "| catrs |" in markdown
+    assert "| method | n | ACR | 0.00 |" in markdown and "| catrs" in markdown
     assert (directory / "certified_accuracy.png").stat().st_size > 0
 
 
@@ -124,7 +125,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(finished, tmp_path, monkeyp
 def test_unknown_names_list_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'sgd'; valid: .*catrs.*smoothmix"):
         parse_methods("catrs,sgd", get_registry())
-    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: imagenet, paper, quick"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: imagenet, mnist, paper, quick"):
         run_comparison("digits", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "fast")
     with pytest.raises(ValueError, match="unknown dataset 'no-such-data'; valid: .*digits"):
         run_comparison("no-such-data", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "quick", TINY)
@@ -133,10 +134,11 @@ def test_unknown_names_list_the_valid_ones(tmp_path):
 def test_command_line(tmp_path, capsys):
     code = main(["compare", "--dataset", "digits", "--methods", "stability", "--sigma", "0.5", "--preset", "quick",
                  "--output", str(tmp_path), "--epochs", "1", "--soft-samples", "5", "--N0", "20", "--N", "100",
-                 "--alpha", "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet"])
+                 "--alpha", "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet",
+                 "--certify-collapsed"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| stability | 6 |" in printed and "summary.md" in printed
+    assert re.search(r"\| stability( \(collapsed\))? \| 6 \|", printed) and "summary.md" in printed
     assert json.loads((tmp_path / "settings.json").read_text())["budget.epochs"] == 1
     assert main(["compare", "--dataset", "digits", "--methods", "nope", "--sigma", "0.5", "--output",
                  str(tmp_path)]) == 2
@@ -149,7 +151,8 @@ def test_command_line(tmp_path, capsys):
 
 def test_command_line_refusals_name_their_own_remedy(tmp_path, capsys):
     tiny = ["--dataset", "digits", "--methods", "gaussian", "--sigma", "0.5", "--preset", "quick", "--epochs", "1",
-            "--N0", "20", "--N", "100", "--alpha", "0.01", "--max", "4", "--train-examples", "64", "--quiet"]
+            "--N0", "20", "--N", "100", "--alpha", "0.01", "--max", "4", "--train-examples", "64", "--quiet",
+            "--certify-collapsed"]
     if not __import__("torch").cuda.is_available():
         assert main(["compare", *tiny, "--output", str(tmp_path / "gpu"), "--devices", "cpu,cuda:0"]) == 2
         assert "--devices cuda:0: CUDA is not available on this machine" in capsys.readouterr().err

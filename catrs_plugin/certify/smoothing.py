@@ -7,11 +7,12 @@ leave every decision rule intact:
 * many inputs share one forward batch; noise is drawn on the model's device straight into a
   preallocated batch buffer and the class counts stay on the device until a whole call is
   done (one host transfer per call, none per batch);
-* every draw comes from a generator seeded by ``(seed, example index, phase)`` and drawn in
-  fixed blocks of :data:`NOISE_BLOCK` samples, so a result depends only on the seed and the
-  example's index: not on the batch size, on which other examples share the call, or on the
-  order in which examples are processed. Any subset of a data set certifies to exactly the
-  numbers the full run gives for those examples.
+* every draw comes from the generator :func:`noise_generator` gives for ``(seed, example index,
+  phase)`` and is drawn in fixed blocks of :data:`NOISE_BLOCK` samples, so a result depends only
+  on the seed and the example's index: not on the batch size, on which other examples share the
+  call, or on the order in which examples are processed. Any subset of a data set certifies to
+  exactly the numbers the full run gives for those examples. Each phase is a stream domain of
+  its own (:mod:`catrs_plugin.utils.streams`), apart from every training stream.
 
 Options that trade exactness for speed are off by default; with them off, the counts equal
 those of a straightforward per-example, per-block loop over the same noise stream. ``fast=True``
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from catrs_plugin.certify.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound, top_two_pvalue
+from catrs_plugin.utils import streams
 from catrs_plugin.utils.validation import (
     check_alpha,
     check_autocast_dtype,
@@ -45,6 +47,14 @@ from catrs_plugin.utils.validation import (
 
 #: Phase identifiers: each phase of an example draws from its own noise stream.
 SELECTION, ESTIMATION, PREDICTION, SOFT_LABELS = 0, 1, 2, 3
+
+#: The stream domain (:mod:`catrs_plugin.utils.streams`) of each phase.
+PHASE_DOMAINS = {
+    SELECTION: streams.CERTIFY_SELECTION,
+    ESTIMATION: streams.CERTIFY_ESTIMATION,
+    PREDICTION: streams.PREDICT_NOISE,
+    SOFT_LABELS: streams.SOFT_LABEL_NOISE,
+}
 
 #: Samples drawn per generator call. Fixing it makes the stream independent of the batch size.
 NOISE_BLOCK = 100
@@ -64,10 +74,20 @@ AUTO_BATCH_BLOCKS = (1, 160)
 AUTO_PROBE = 256
 
 
-def derive_seed(*keys: int) -> int:
-    """Mix integer keys (e.g. ``seed, index, phase``) into one 63-bit generator seed."""
-    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return ((int(words[0]) << 32) | int(words[1])) & (2**63 - 1)
+def noise_generator(seed: int, index: int, phase: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of the noise of example ``index`` in ``phase`` (:data:`PHASE_DOMAINS`), on ``device``.
+
+    Every noise sample :class:`Smooth` draws comes from one of these, in blocks of
+    :data:`NOISE_BLOCK`; anything that must reproduce or extend its draws calls this function.
+
+    Raises
+    ------
+    ValueError
+        For a phase without a domain in :data:`PHASE_DOMAINS`.
+    """
+    if phase not in PHASE_DOMAINS:
+        raise ValueError(f"phase must be one of {sorted(PHASE_DOMAINS)} (see PHASE_DOMAINS), got {phase!r}")
+    return streams.generator(PHASE_DOMAINS[phase], int(seed), int(index), device=device)
 
 
 def auto_batch_size(per_sample_bytes: float, free_bytes: float) -> int:
@@ -303,6 +323,8 @@ class Smooth:
         inputs = self._prepare(x)
         keys = self._indices(indices, len(inputs))
         phases = [(int(phase), check_positive_int(n, "n")) for phase, n in plan.items()]
+        if self.recipe.copied:  # a copy of weights changed since the last call (also through .data) is rebuilt
+            self._forward = prepare_forward(self.base_classifier, self.recipe, self.device)
         per_example = sum(n for _, n in phases)
         counts = torch.zeros(len(inputs) * len(phases) * self.num_classes, dtype=torch.long, device=self.device)
         with evaluating(self.base_classifier), torch.inference_mode(), tqdm(
@@ -408,8 +430,7 @@ class Smooth:
         filled = 0
         for slot, key in enumerate(keys):
             for p, (phase, n) in enumerate(phases):
-                generator = torch.Generator(device=self.device)
-                generator.manual_seed(derive_seed(self.seed, int(key), phase))
+                generator = noise_generator(self.seed, int(key), phase, self.device)
                 offset = (slot * len(phases) + p) * self.num_classes
                 runs.append([filled, filled, slot, offset])
                 for start in range(0, n, NOISE_BLOCK):

@@ -54,8 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sigma", required=True, metavar="SIGMA[,SIGMA...]",
                         help="noise levels of training and certification, e.g. 0.25 or 0.25,0.5,1.0")
     parser.add_argument("--preset", choices=sorted(BUDGETS), default="quick",
-                        help="budget and method presets: quick (default; minutes on a CPU for the digits data), "
-                        "paper (the paper's CIFAR-10 recipe: 150 epochs, N=100000) or imagenet (its ImageNet recipe)")
+                        help="budget and method presets: quick (default; minutes on a CPU for the digits data, any "
+                        "dataset), paper (the paper's CIFAR-10/100 recipe: 150 epochs, N=100000), imagenet (its "
+                        "ImageNet recipe) or mnist (the reference's MNIST recipe: LeNet, lr 0.01)")
     parser.add_argument("--method-preset", action="append", default=[], metavar="METHOD=PRESET",
                         help="give one method another of its presets, e.g. macer=original (MACER's own recipe); "
                         "repeatable")
@@ -72,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{option.replace('_', '-')}", dest=f"budget_{option}", type=TYPES.get(option, int),
                             default=None, help=f"{help_text} (default: the preset's)")
     add_fast_argument(parser)
+    parser.add_argument("--certify-collapsed", action="store_true",
+                        help="certify runs that count as collapsed too (their rows are marked) instead of reporting "
+                        "them without numbers")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"data-loading worker processes for file-based data, ImageNet (default: {DEFAULT_WORKERS})")
     parser.add_argument("--device", default="auto",
@@ -142,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, runner=choose_runner(args, spec.train_dataset is not None),
         method_presets=parse_method_presets(args.method_preset, registry), certify_batch=args.certify_batch,
         attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet,
+        certify_collapsed=args.certify_collapsed,
     )
     print()
     for comparison in comparisons:

@@ -3,7 +3,9 @@
 Per noise level ``noise_<sigma>/summary.md`` (percentages), ``summary.csv`` (fractions),
 ``summary.json`` and ``certified_accuracy.png``; for the whole table ``summary.md`` and
 ``summary.csv`` with one row per noise level and method, as in the paper. A collapsed run has
-no numbers: its row says ``collapsed`` and the reason is listed under the table.
+no numbers: its row says ``collapsed`` and the reason is listed under the table; one certified
+anyway (``--certify-collapsed``) has its numbers, its method marked ``(collapsed)`` and the
+reason listed too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from catrs_plugin.utils.atomic import write_atomic
 #: Radius step of the summaries' certified-accuracy columns.
 RADIUS_STEP = 0.25
 
-#: What a collapsed run shows instead of numbers.
+#: What a collapsed run shows instead of numbers (and after its name when certified anyway).
 COLLAPSED = "collapsed"
 
 
@@ -39,7 +41,7 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
                          hint="pass another --output or the same settings")
         return
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+    write_atomic(path, json.dumps(provenance.stamped(settings), indent=2, sort_keys=True))
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], attack_eps: Sequence[float],
@@ -53,8 +55,9 @@ def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], a
 
     rows = []
     for s in summaries:
-        lead = [*([f"{s['sigma']:g}"] if with_sigma else []), s["method"]]
-        if s.get("collapsed"):
+        name = f"{s['method']} ({COLLAPSED})" if s.get("collapsed") and s.get("certified") else s["method"]
+        lead = [*([f"{s['sigma']:g}"] if with_sigma else []), name]
+        if not s.get("certified"):
             rows.append([*lead, "-", COLLAPSED, *("-" for _ in radii), f"{s['train_seconds_per_epoch']:.3g}", "-",
                          *("-" for _ in attack_eps)])
             continue
@@ -74,8 +77,9 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _collapse_notes(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    return [f"- **{s['method']} at sigma = {s['sigma']:g} collapsed and was not certified**: {s['collapsed']}."
-            for s in summaries if s.get("collapsed")]
+    done = {False: "was not certified", True: "was certified anyway (--certify-collapsed)"}
+    return [f"- **{s['method']} at sigma = {s['sigma']:g} collapsed and {done[bool(s.get('certified'))]}**: "
+            f"{s['collapsed']}." for s in summaries if s.get("collapsed")]
 
 
 def _radii(results: Sequence[CertifyResults]) -> list[float]:
@@ -89,10 +93,10 @@ def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, 
     everything: list[tuple[dict[str, Any], CertifyResults]] = []
     for comparison in comparisons:
         certified = {o.name: read_certify_results(o.summary["certify_path"])
-                     for o in comparison.outcomes if not o.collapsed}
+                     for o in comparison.outcomes if o.certified}
         comparison.radii = _radii(list(certified.values()))
         for outcome in comparison.outcomes:
-            if outcome.collapsed:
+            if not outcome.certified:
                 outcome.summary.update({"n": 0, "acr": None, "certified_accuracy": {}, "abstain": None,
                                         "certify_seconds_per_example": None})
                 continue
@@ -120,7 +124,7 @@ def write_sigma_summary(comparison: Comparison, certified: dict[str, CertifyResu
     directory, sigma, summaries = comparison.directory, comparison.sigma, comparison.summaries
     directory.mkdir(parents=True, exist_ok=True)
     header, rows = summary_table(summaries, comparison.radii, attack_eps, percent=True)
-    n = next((s["n"] for s in summaries if not s.get("collapsed")), None)
+    n = next((s["n"] for s in summaries if s.get("certified")), None)
     notes = _collapse_notes(summaries)
     markdown = "\n".join(
         [f"# {dataset}, sigma = {sigma}, preset {preset}", "",
@@ -149,12 +153,12 @@ def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequen
     for comparison in comparisons:
         for outcome in comparison.outcomes:
             summary = dict(outcome.summary)
-            if not outcome.collapsed:
+            if outcome.certified:
                 results = next(r for s, r in everything if s is outcome.summary)
                 summary["certified_accuracy"] = summarize(results, radii)["certified_accuracy"]
             rows_in.append(summary)
     header, rows = summary_table(rows_in, radii, (), percent=True, with_sigma=True)
-    n = next((s["n"] for s in rows_in if not s.get("collapsed")), None)
+    n = next((s["n"] for s in rows_in if s.get("certified")), None)
     notes = _collapse_notes(rows_in)
     write_atomic(out / "summary.md", "\n".join(
         [f"# {dataset}, preset {preset}, sigma = {', '.join(f'{c.sigma:g}' for c in comparisons)}", "",

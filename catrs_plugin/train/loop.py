@@ -6,7 +6,8 @@ Per epoch: set the learning rate the reference scripts use in that epoch
 augmentation, drawn from a generator seeded by ``(seed, epoch, batch)``; split each loader
 batch into ``method.chunks`` optimizer steps (the reference code's mini-batch chunking);
 compute the method's loss with noise drawn from a device generator seeded by
-``(seed, epoch)``; write a checkpoint atomically. A run restarted with the same arguments
+``(seed, epoch)``; write a checkpoint atomically. Each of these streams has its own domain
+(:mod:`catrs_plugin.utils.streams`), which no certification stream shares. A run restarted with the same arguments
 resumes after the last finished epoch and repeats its numbers; the checkpoint records what
 produced it (method, hyper-parameters, data, augmentation, optimisation settings: see
 :mod:`catrs_plugin.utils.provenance`) and a run with other settings refuses to resume it. An epoch
@@ -38,12 +39,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 
-from catrs_plugin.certify.smoothing import derive_seed, model_device
+from catrs_plugin.certify.smoothing import model_device
 from catrs_plugin.methods.base import Method, TrainBatch
 from catrs_plugin.train.checkpoint import read_checkpoint, save_checkpoint
 from catrs_plugin.train.fast_step import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.train.schedules import learning_rate
-from catrs_plugin.utils import provenance
+from catrs_plugin.utils import provenance, streams
 from catrs_plugin.utils.validation import check_choice, check_non_negative, check_positive_int, check_sigma
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class TrainingDiverged(ValueError):
 
 def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The order in which epoch ``epoch`` visits ``count`` examples (a permutation seeded by ``(seed, epoch)``)."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
+    return torch.randperm(count, generator=streams.generator(streams.EPOCH_ORDER, seed, epoch))
 
 
 def rank_share(count: int, rank: int, world: int) -> slice:
@@ -213,7 +214,7 @@ class TensorData:
             take = order[start : start + batch_size]
             x = self.x[take].to(device)
             if self.augment is not None:
-                x = self.augment(x, torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 2, number)))
+                x = self.augment(x, streams.generator(streams.AUGMENTATION, seed, epoch, number, device=device))
             keep = rank_share(len(take), rank, world)
             soft = None if self.soft is None else self.soft[take[keep]].to(device)
             yield x[keep], self.y[take[keep]].to(device), soft
@@ -264,7 +265,7 @@ class LoaderData:
         if sharded:
             batch_sampler.set_epoch(seed, epoch, rank, world)
         elif isinstance(sampler, RandomSampler):
-            sampler.generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
+            sampler.generator = streams.generator(streams.EPOCH_ORDER, seed, epoch)
         dataset = getattr(self.loader, "dataset", None)
         if callable(getattr(dataset, "set_epoch", None)):
             dataset.set_epoch(seed, epoch)
@@ -379,8 +380,8 @@ def train(
         if scheduled:
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate(epoch)
-        streams = (config.seed, epoch, 1) if world == 1 else (config.seed, epoch, 1, rank)
-        generator = torch.Generator(device=device).manual_seed(derive_seed(*streams))
+        keys = (config.seed, epoch) if world == 1 else (config.seed, epoch, rank)
+        generator = streams.generator(streams.TRAINING_NOISE, *keys, device=device)
         net.train()
         total, count = torch.zeros((), device=device), 0
         bar = tqdm(
@@ -481,9 +482,10 @@ def _provenance(
         identity = f"{type(data.loader).__name__} of {batches} batches"
     optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop",
                     "lr_milestones", "amp", "channels_last", "compile")
-    return {**dict(checkpoint_fields or {}), "method": method.name, "hyperparameters": dict(hyperparameters),
-            "sigma": sigma, "architecture": provenance.architecture_digest(model), "data": identity,
-            **{name: getattr(config, name) for name in optimisation}}
+    return provenance.stamped({**dict(checkpoint_fields or {}), "method": method.name,
+                               "hyperparameters": dict(hyperparameters), "sigma": sigma,
+                               "architecture": provenance.architecture_digest(model), "data": identity,
+                               **{name: getattr(config, name) for name in optimisation}})
 
 
 def _resume(

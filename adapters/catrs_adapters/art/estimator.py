@@ -38,9 +38,10 @@ from catrs_adapters.art.attacks import attack_in_progress
 from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
 from catrs_adapters.art.inputs import checked_inputs
 from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
-from catrs_plugin.certify.smoothing import PREDICTION, Smooth, derive_seed
+from catrs_plugin.certify.smoothing import PREDICTION, Smooth
 from catrs_plugin.methods.base import Method
 from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.utils import streams
 from catrs_plugin.utils.validation import (
     check_alpha,
     check_autocast_dtype,
@@ -188,8 +189,8 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         Takes every argument of ART's ``PyTorchRandomizedSmoothing.fit``, with ART's meaning
         (see :mod:`catrs_adapters.art.fitting`), so ART's ``AdversarialTrainer`` and
         ``AdversarialTrainerMadryPGD`` train it. The ``k``-th call (``k = 0, 1, ...``) trains
-        with seed ``derive_seed(seed, k)``, so the repeated one-epoch calls of ART's trainers
-        draw fresh noise and data order.
+        with seed ``derive_seed(FIT_CALL, seed, k)`` (:mod:`catrs_plugin.utils.streams`), so the
+        repeated one-epoch calls of ART's trainers draw fresh noise and data order.
 
         Parameters
         ----------
@@ -250,7 +251,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
     def _train(self, data: Any, nb_epochs: int, batch_size: int, verbose: bool, options: Mapping[str, Any],
                **art_options: Any) -> None:
         method, hyperparameters = self._resolve_method(self.scale)
-        seed = derive_seed(self.seed, self._fit_calls)
+        seed = streams.derive_seed(streams.FIT_CALL, self.seed, self._fit_calls)
         self._fit_calls += 1
         train_estimator(self, method, hyperparameters, data, nb_epochs, batch_size, verbose, seed, options,
                         **art_options)
