@@ -110,6 +110,8 @@ def test_bad_arguments_name_what_is_wrong(digits):
     estimator = smoothed()
     with pytest.raises(ValueError, match="teacher_epochs must be an integer >= 1, got 0"):
         estimator.fit(x[:64], y[:64], nb_epochs=1, teacher_epochs=0)
+    with pytest.raises(ValueError, match="teacher_samples must be an integer >= 1, got 0"):
+        estimator.fit(x[:64], y[:64], nb_epochs=1, teacher_samples=0)
     with pytest.raises(ValueError, match="teacher must be an ART PyTorchRandomizedSmoothing estimator"):
         estimator.fit(x[:64], y[:64], nb_epochs=1, teacher="gaussian.pt")
     with pytest.raises(ValueError, match="unknown training option"):  # before a teacher is trained

@@ -271,6 +271,7 @@ def train_teacher(estimator: Any, data: TensorData, epochs: int, batch_size: int
     paper's SGD and step schedule of ``options``). With a ``checkpoint`` option it is
     checkpointed next to it, in ``<checkpoint>.teacher``, and resumed from there.
     """
+    epochs = check_positive_int(epochs, "teacher_epochs")
     network = copy.deepcopy(estimator.model)
     own = estimator.optimizer
     optimizer = None if own is None else type(own)(network.parameters(), **own.defaults)
@@ -278,8 +279,7 @@ def train_teacher(estimator: Any, data: TensorData, epochs: int, batch_size: int
     if settings.get("checkpoint"):
         path = Path(settings["checkpoint"])
         settings["checkpoint"] = str(path.with_name(path.name + ".teacher"))
-    config = TrainConfig(epochs=check_positive_int(epochs, "teacher_epochs"), batch_size=batch_size, seed=seed,
-                         progress=verbose, **settings)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=verbose, **settings)
     module = Preprocessed(estimator, fit=True, training_mode=bool(training_mode), net=network)
     train(module, get_registry().method("gaussian"), {}, TEACHER_SIGMA, data, config, optimizer=optimizer)
     return network
@@ -318,6 +318,7 @@ def fit_soft_labels(
         logger.info("fit: %s trains with the soft labels given", method.name)
         return soft_labels
     check_options(estimator, scheduler, options)
+    check_positive_int(teacher_samples, "teacher_samples")  # before a teacher trains
     teacher_seed = streams.derive_seed(streams.TEACHER, seed)
     if teacher is None:
         data = tensor_data(estimator, x, y, None)
