@@ -25,13 +25,13 @@ def test_behaviour_is_judged_against_a_constant_answer():
     one_class = behaviour(np.full((4, 100), 3), labels, 1.0)
     assert one_class.skill == pytest.approx(0.0) and one_class.top_share == 1.0
     assert one_class.problem == (
-        "its accuracy on 100 held-out inputs under noise (4 Gaussian draws each at sigma 1) is 10.0 % (skill 0.00: no "
-        "better than 10.0 % for always answering the most frequent label) and it predicts class 3 for 100.0 % of them "
-        "(skill < 0.05; one class for at least 50 %)")
+        "its accuracy on 100 held-out inputs under noise (4 Gaussian draws each at sigma 1) is 10.0 %, skill 0.00 "
+        "(always answering the most frequent label: 10.0 %), and it predicts class 3 for 100.0 % of them (skill below "
+        "0.05; one class for at least 50 %)")
     weak = np.where(np.arange(100) % 20 < 3, labels, (labels + 1) % 10)  # 15 % correct: skill 0.056
     assert behaviour(weak[None], labels, 0.5).problem is None  # weak, but better than a constant answer
     weaker = np.where(np.arange(100) % 50 < 7, labels, (labels + 1) % 10)  # 14 % correct: skill 0.044
-    assert "(skill 0.04: no better than" in behaviour(weaker[None], labels, 0.5).problem
+    assert "is 14.0 %, skill 0.04 " in behaviour(weaker[None], labels, 0.5).problem
     mostly_zero = np.where(np.arange(100) % 10 < 6, 0, labels)  # half right, but class 0 for 60 % of the inputs
     concentrated = behaviour(mostly_zero[None], labels, 0.5)
     assert concentrated.skill == pytest.approx(0.4 / 0.9)
@@ -72,7 +72,7 @@ def test_a_collapsed_macer_run_is_flagged(digits):
           TensorData(digits[0][:256], digits[1][:256]), TrainConfig(epochs=2, batch_size=256, lr=1.0, progress=False))
     check = check_model(model, digits[2], digits[3], 1.0, seed=0)
     assert check.skill < MIN_SKILL and check.top_share > 0.9
-    assert "no better than 13.1 % for always answering the most frequent label" in check.problem
+    assert "(always answering the most frequent label: 13.1 %)" in check.problem and "skill below 0.05" in check.problem
 
 
 class Constant(nn.Module):
@@ -127,7 +127,7 @@ def test_certify_collapsed_certifies_a_flagged_run_and_marks_it(tmp_path, capsys
     lines = []
     (plain,) = run_comparison("digits", gaussian, 0.5, tmp_path, "quick", budget, log=lines.append)
     (outcome,) = plain.outcomes
-    assert "no better than" in outcome.collapsed and not outcome.certified
+    assert "skill below 0.05" in outcome.collapsed and not outcome.certified
     assert outcome.rows_certified == 0
     (anyway,) = run_comparison("digits", gaussian, 0.5, tmp_path, "quick", budget, log=lines.append,
                                certify_collapsed=True)

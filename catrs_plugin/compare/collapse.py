@@ -115,10 +115,10 @@ class NoisyBehaviour:
         if not (weak or one_class):
             return None
         found = (f"its accuracy on {self.inputs} held-out inputs under noise ({self.draws} Gaussian draws each at "
-                 f"sigma {self.sigma:g}) is {100 * self.accuracy:.1f} % (skill {self.skill:.2f}: "
-                 f"{'no better than' if weak else 'against'} {100 * self.chance:.1f} % for always answering the most "
-                 f"frequent label) and it predicts class {self.top_class} for {100 * self.top_share:.1f} % of them")
-        limits = [f"skill < {MIN_SKILL:g}"] * weak + [f"one class for at least {100 * ONE_CLASS_SHARE:g} %"] * one_class
+                 f"sigma {self.sigma:g}) is {100 * self.accuracy:.1f} %, skill {self.skill:.2f} (always answering the "
+                 f"most frequent label: {100 * self.chance:.1f} %), and it predicts class {self.top_class} for "
+                 f"{100 * self.top_share:.1f} % of them")
+        limits = [f"skill below {MIN_SKILL:g}"] * weak + [f"one class for at least {100 * ONE_CLASS_SHARE:g} %"] * one_class
         return f"{found} ({'; '.join(limits)})"
 
     def as_dict(self) -> dict[str, float]:
