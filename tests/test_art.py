@@ -1,5 +1,6 @@
 """The ART adapters: PyTorchCATRS, CATRSTrainer, the import hook and ART's L2 PGD against certificates."""
 
+import copy
 import logging
 import subprocess
 import sys
@@ -23,6 +24,11 @@ from catrs_adapters.datasets import DIGITS
 from catrs_plugin.backbones.digits import digits_cnn
 from catrs_plugin.certify.smoothing import Smooth
 from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import read_checkpoint
+from catrs_plugin.train.loop import TensorData, TrainConfig, train
+from catrs_plugin.train.soft_labels import smoothed_soft_labels
+from catrs_plugin.utils import streams
+from catrs_plugin.utils.streams import derive_seed
 
 
 def smoothed(model=None, **kwargs):
@@ -115,8 +121,14 @@ def test_bad_arguments_name_what_is_wrong(digits):
     with pytest.raises(ValueError, match="no hyper-parameter 'nope'"):
         smoothed(hyperparameters={"nope": 1})
     estimator = smoothed()
-    with pytest.raises(ValueError, match="needs soft labels"):
-        estimator.fit(x[:64], y[:64], nb_epochs=1)
+    with pytest.raises(ValueError, match="teacher_epochs must be an integer >= 1, got 0"):
+        estimator.fit(x[:64], y[:64], nb_epochs=1, teacher_epochs=0)
+    with pytest.raises(ValueError, match="teacher_samples must be an integer >= 1, got 0"):
+        estimator.fit(x[:64], y[:64], nb_epochs=1, teacher_samples=0)
+    with pytest.raises(ValueError, match="teacher must be an ART PyTorchRandomizedSmoothing estimator"):
+        estimator.fit(x[:64], y[:64], nb_epochs=1, teacher="gaussian.pt")
+    with pytest.raises(ValueError, match="unknown training option"):  # before a teacher is trained
+        estimator.fit(x[:64], y[:64], nb_epochs=1, learning_rate=0.1)
     with pytest.raises(ValueError, match="soft_labels must have shape"):
         estimator.fit(x[:64], y[:64], nb_epochs=1, soft_labels=np.full((64, 9), 1 / 9))
     with pytest.raises(ValueError, match="channels"):
@@ -147,6 +159,61 @@ def test_trainer_takes_soft_labels_from_a_teacher(trained, digits):
                           verbose=False)
     assert [h["epoch"] for h in history] == [1, 2]
     assert any(not torch.equal(before[k], v) for k, v in student.model.state_dict().items())
+
+
+def test_fit_without_soft_labels_is_the_papers_whole_recipe(digits, tmp_path, caplog):
+    """ART's fit(x, y): a Gaussian teacher at sigma 0.25, its smoothed predictions, then CAT-RS, in one call."""
+    x, y = digits[0][:256], digits[1][:256]
+    torch.manual_seed(0)
+    start = get_registry().create_model("digits_cnn", "digits")
+    estimator = smoothed(copy.deepcopy(start), scale=0.5)
+    with caplog.at_level(logging.INFO, logger="catrs_adapters.art.fitting"):
+        estimator.fit(x, y, nb_epochs=2, batch_size=64, teacher_samples=50, lr=0.1,
+                      checkpoint=str(tmp_path / "catrs.pt"))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fit")]
+    assert line.startswith("fit without soft labels, so the paper's recipe: trained a Gaussian teacher (a copy of "
+                           "the network) at sigma 0.25 for 2 epochs on (x, y); its smoothed predictions on x (50 noise "
+                           "samples each) are the soft labels catrs now trains with")
+    assert read_checkpoint(tmp_path / "catrs.pt.teacher")["method"] == "gaussian"
+    # The same three steps by hand, with the seeds fit documents, give the same network.
+    seed = derive_seed(streams.FIT_CALL, 0, 0)
+    teacher_seed = derive_seed(streams.TEACHER, seed)
+    teacher = copy.deepcopy(start)
+    train(teacher, get_registry().method("gaussian"), {}, 0.25, TensorData(x, y),
+          TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=teacher_seed, progress=False))
+    soft = smoothed_soft_labels(teacher, x, 10, 0.25, 50, seed=teacher_seed)
+    by_hand = smoothed(copy.deepcopy(start), scale=0.5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="catrs_adapters.art.fitting"):
+        by_hand.fit(x, y, nb_epochs=2, batch_size=64, soft_labels=soft, lr=0.1)
+    assert "fit: catrs trains with the soft labels given" in caplog.messages
+    for ours, theirs in zip(estimator.model.parameters(), by_hand.model.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(start.parameters(), estimator.model.parameters()))
+
+
+def test_arts_own_fit_test_passes_with_the_class_swapped(digits, caplog):
+    """ART's test_randomized_smoothing_mnist_fit: an Adam optimizer, scale 0.01, ``rs.fit(x=x_test, y=y_test)``."""
+    _, _, x_test, y_test = digits
+    model = get_registry().create_model("digits_cnn", "digits")
+    rs = PyTorchCATRS(model, torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=0.01),
+                      input_shape=DIGITS.input_shape, nb_classes=10, channels_first=True, clip_values=(0.0, 1.0),
+                      sample_size=100, scale=0.01, alpha=0.001)
+    before = [p.detach().clone() for p in model.parameters()]
+    with caplog.at_level(logging.INFO, logger="catrs_adapters.art.fitting"):
+        rs.fit(x=x_test[:10], y=np.eye(10)[y_test[:10]])
+    assert any("trained a Gaussian teacher (a copy of the network) at sigma 0.25 for 10 epochs" in message
+               for message in caplog.messages)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_fit_takes_a_teacher_instead_of_training_one(trained, digits, caplog):
+    x, y, _, _ = digits
+    student = smoothed(scale=0.5)
+    with caplog.at_level(logging.INFO, logger="catrs_adapters.art.fitting"):
+        student.fit(x[:64], y[:64], nb_epochs=1, batch_size=64, teacher=trained, teacher_samples=20)
+    assert any(m.startswith("fit without soft labels, so the paper's recipe: took the teacher given, smoothed at "
+                            "sigma 0.25; its smoothed predictions on x (20 noise samples each)") for m in caplog.messages)
 
 
 def test_fit_generator_trains_from_a_data_loader_and_resumes(digits, tmp_path):

@@ -97,6 +97,25 @@ def test_resnet50_has_torchvision_parameter_names():
     assert list(ours.state_dict()) == ["1." + key for key in torchvision.models.resnet50().state_dict()]
 
 
+def test_resnet50_starts_from_torchvision_initialisation():
+    """The reference trains torchvision's resnet50: every batch norm scale 1 (timm's default zero_init_last zeroes
+    the last one of each bottleneck), convolutions Kaiming-normal in fan-out mode, the classifier PyTorch's default."""
+    import torchvision
+
+    torch.manual_seed(0)
+    ours = get_registry().create_model("resnet50", "imagenet")[1]
+    reference = torchvision.models.resnet50()
+    for name, block in ours.named_modules():
+        if name.count(".") == 1 and name.startswith("layer"):  # the 16 bottlenecks
+            assert torch.equal(block.bn3.weight, torch.ones_like(block.bn3.weight)), name
+    theirs = dict(reference.named_parameters())
+    for name, parameter in ours.named_parameters():
+        if name.endswith(("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")):
+            assert torch.equal(parameter, theirs[name]), name  # all ones, as torchvision's
+        elif parameter.numel() >= 4096:  # the same distribution: the spread agrees within sampling error
+            assert parameter.std().item() == pytest.approx(theirs[name].std().item(), rel=0.1), name
+
+
 TIMM_CHECK = """
 import json, sys
 import timm

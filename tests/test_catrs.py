@@ -202,8 +202,10 @@ def test_presets_and_unknown_names():
     assert CATRS.hyperparameters(1.0, "imagenet")["confidence_mask"] is True
     with pytest.raises(ValueError, match="valid: .*lbd"):
         CATRS.hyperparameters(0.25, None, lambda_=1.0)
-    with pytest.raises(ValueError, match="valid: imagenet, paper"):
+    with pytest.raises(ValueError, match="valid: imagenet, mnist, paper"):
         CATRS.hyperparameters(0.25, "fast")
+    with pytest.raises(ValueError, match=r"preset 'mnist' of method 'catrs' is defined for sigma in \{0.25\}"):
+        CATRS.hyperparameters(0.5, "mnist")  # no released MNIST run records lambda at 0.5
     with pytest.raises(ValueError, match="sigma"):
         CATRS.hyperparameters(0.3, "paper")
 

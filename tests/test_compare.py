@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ METHODS = "gaussian,smoothadv,catrs"  # the teacher's own run, a chunked attack 
 def run(output, methods=METHODS, sigma=0.25, **kwargs):
     kwargs.setdefault("log", lambda line: None)
     (comparison,) = run_comparison("digits", parse_methods(methods, get_registry()), sigma, output, "quick", TINY,
-                                   **kwargs)
+                                   certify_collapsed=True, **kwargs)
     return comparison
 
 
@@ -85,11 +86,14 @@ def test_outputs_and_shared_teacher(finished):
         assert float(row[header.index("pA<=0.5")]) == pytest.approx(entry["p_lower_cdf"]["0.5"])
         assert entry["p_lower_cdf"]["0.5"] == pytest.approx(1 - entry["certified_accuracy"]["0.0"], abs=1 / 12)
     markdown = (directory / "summary.md").read_text()
-    assert "| method | n | N | alpha | ACR | 0.00 |" in markdown and "| catrs |" in markdown
+    assert "| method | n | N | alpha | ACR | 0.00 |" in markdown and "| catrs" in markdown
     latex = (directory / "summary.tex").read_text().splitlines()
     assert latex[0] == "% digits, sigma = 0.25, preset quick" and latex[1].startswith("% ACR and certified accuracy")
-    assert latex[2].startswith(r"\begin{tabular}{l") and latex[4].startswith(r"method & n & N & alpha & ACR & 0.00 & ")
-    assert latex[6].startswith("gaussian & 12 & 100 & 0.01 & ") and latex[-1] == r"\end{tabular}"
+    table = next(i for i, line in enumerate(latex) if not line.startswith("%"))  # after the heading and the notes
+    assert latex[table].startswith(r"\begin{tabular}{l")
+    assert latex[table + 2].startswith(r"method & n & N & alpha & ACR & 0.00 & ")
+    assert latex[table + 4].startswith("gaussian") and " & 12 & 100 & 0.01 & " in latex[table + 4]
+    assert latex[-1] == r"\end{tabular}"
     assert (directory / "certified_accuracy.png").stat().st_size > 0
     assert (directory / "p_lower_cdf.png").stat().st_size > 0
 
@@ -158,7 +162,7 @@ def test_interrupted_run_resumes_to_the_same_numbers(finished, tmp_path, monkeyp
 def test_unknown_names_list_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown method 'sgd'; valid: .*catrs.*smoothmix"):
         parse_methods("catrs,sgd", get_registry())
-    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: imagenet, paper, quick"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: imagenet, mnist, paper, quick"):
         run_comparison("digits", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "fast")
     with pytest.raises(ValueError, match="unknown dataset 'no-such-data'; valid: .*digits"):
         run_comparison("no-such-data", parse_methods("gaussian", get_registry()), 0.25, tmp_path, "quick", TINY)
@@ -167,10 +171,11 @@ def test_unknown_names_list_the_valid_ones(tmp_path):
 def test_command_line(tmp_path, capsys):
     code = main(["compare", "--dataset", "digits", "--methods", "stability", "--sigma", "0.5", "--preset", "quick",
                  "--output", str(tmp_path), "--epochs", "1", "--soft-samples", "5", "--N0", "20", "--N", "100",
-                 "--alpha", "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet"])
+                 "--alpha", "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet",
+                 "--certify-collapsed"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| stability | 6 |" in printed and "summary.md" in printed
+    assert re.search(r"\| stability( \(collapsed\))? \| 6 \|", printed) and "summary.md" in printed
     assert main(["compare", "--help"]) == 0
     shown = capsys.readouterr().out
     assert "--N0 N0" in shown and "--train-examples TRAIN_EXAMPLES" in shown and "BUDGET_" not in shown
@@ -186,7 +191,8 @@ def test_command_line(tmp_path, capsys):
 
 def test_command_line_refusals_name_their_own_remedy(tmp_path, capsys):
     tiny = ["--dataset", "digits", "--methods", "gaussian", "--sigma", "0.5", "--preset", "quick", "--epochs", "1",
-            "--N0", "20", "--N", "100", "--alpha", "0.01", "--max", "4", "--train-examples", "64", "--quiet"]
+            "--N0", "20", "--N", "100", "--alpha", "0.01", "--max", "4", "--train-examples", "64", "--quiet",
+            "--certify-collapsed"]
     if not __import__("torch").cuda.is_available():
         assert main(["compare", *tiny, "--output", str(tmp_path / "gpu"), "--devices", "cpu,cuda:0"]) == 2
         assert "--devices cuda:0: CUDA is not available on this machine" in capsys.readouterr().err
@@ -202,7 +208,7 @@ def test_command_line_refusals_name_their_own_remedy(tmp_path, capsys):
 def test_sequential_comparison_writes_samples_and_refuses_the_exact_procedure(tmp_path, capsys):
     tiny = ["compare", "--dataset", "digits", "--methods", "stability", "--sigma", "0.5", "--preset", "quick",
             "--output", str(tmp_path), "--epochs", "1", "--soft-samples", "5", "--N0", "20", "--N", "2000", "--alpha",
-            "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet"]
+            "0.01", "--skip", "1", "--max", "6", "--train-examples", "64", "--quiet", "--certify-collapsed"]
     assert main([*tiny, "--sequential", "--radii", "0.25,0.5"]) == 0
     assert "sequential CERTIFY (radii 0, 0.25, 0.5" in capsys.readouterr().out
     lines = (tmp_path / "noise_0.5" / "certify" / "stability.tsv").read_text().splitlines()

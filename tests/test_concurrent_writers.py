@@ -127,7 +127,7 @@ def test_two_train_runs_on_one_checkpoint(tmp_path, capsys, monkeypatch):
 def test_two_comparisons_in_one_folder(tmp_path, capsys, monkeypatch):
     out, alone = tmp_path / "cmp", tmp_path / "alone"
     command = ["compare", "--dataset", "digits", "--sigma", "0.25", "--methods", "gaussian,stability", "--epochs", "1",
-               "--N", "50", "--max", "6", "--quiet", "--device", "cpu", "--output"]
+               "--N", "50", "--max", "6", "--quiet", "--device", "cpu", "--certify-collapsed", "--output"]
     gate = Gate(monkeypatch, comparison, "certify_to_file", after=1)
     first = gate.run_first([*command, str(out)])
     capsys.readouterr()

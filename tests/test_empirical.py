@@ -83,13 +83,13 @@ def test_compare_reports_empirical_accuracy_next_to_certified_accuracy(tmp_path)
     budget = Budget(epochs=2, batch_size=64, lr=0.1, lr_step_size=2, soft_samples=10, n0=50, n=500, alpha=ALPHA,
                     skip=6, attack_steps=4, attack_samples=8, train_examples=256)
     (comparison,) = run_comparison("digits", parse_methods("gaussian", get_registry()), SIGMA, tmp_path, "quick",
-                                   budget, attack_eps=(0.25,), log=lambda line: None)
+                                   budget, attack_eps=(0.25,), log=lambda line: None, certify_collapsed=True)
     summary = comparison.summaries[0]
     empirical, certified = summary["empirical_accuracy"]["0.25"], summary["certified_accuracy"]["0.25"]
     assert certified <= empirical + sampling_error(empirical, summary["n"])
     assert "PGD 0.25" in (comparison.directory / "summary.md").read_text()
     (again,) = run_comparison("digits", parse_methods("gaussian", get_registry()), SIGMA, tmp_path, "quick", budget,
-                              attack_eps=(0.25,), log=lambda line: None)
+                              attack_eps=(0.25,), log=lambda line: None, certify_collapsed=True)
     assert again.outcomes[0].rows_attacked == 0 and again.summaries[0]["empirical_accuracy"] == {"0.25": empirical}
 
 

@@ -1,7 +1,7 @@
 """The batched certification engine against a straightforward per-example, per-block loop.
 
 The reference below is what the noise-stream definition says, written as plainly as possible:
-for each example and phase, a generator seeded with ``derive_seed(seed, index, phase)`` draws
+for each example and phase, a generator seeded with ``derive_seed(PHASE_DOMAINS[phase], seed, index)`` draws
 blocks of ``NOISE_BLOCK`` samples (a partial last block is sliced from a full one), each
 block is classified on its own, and the predictions are counted on the host.
 """
@@ -27,15 +27,13 @@ from catrs_plugin.certify.fast_inference import (
 from catrs_plugin.certify.smoothing import (
     AUTO_BATCH_BLOCKS,
     CPU_AUTO_BATCH,
-    ESTIMATION,
-    NOISE_BLOCK,
-    SELECTION,
     Smooth,
     auto_batch_size,
-    derive_seed,
 )
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound
+from catrs_plugin.certify.streams import ESTIMATION, NOISE_BLOCK, PHASE_DOMAINS, SELECTION
 from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.utils.streams import derive_seed
 
 SIGMA, SEED, CLASSES = 0.5, 3, 10
 PLAN = {SELECTION: 130, ESTIMATION: 1234}  # neither a multiple of the block
@@ -47,7 +45,7 @@ def reference_counts(model, x, plan, indices, sigma=SIGMA, seed=SEED, device="cp
     with torch.no_grad():
         for row, index in enumerate(indices):
             for column, (phase, n) in enumerate(plan.items()):
-                generator = torch.Generator(device=device).manual_seed(derive_seed(seed, index, phase))
+                generator = torch.Generator(device=device).manual_seed(derive_seed(PHASE_DOMAINS[phase], seed, index))
                 for start in range(0, n, NOISE_BLOCK):
                     noise = torch.randn((NOISE_BLOCK, *inputs.shape[1:]), generator=generator, device=device)
                     noisy = inputs[row] + noise[: min(NOISE_BLOCK, n - start)] * sigma
@@ -253,6 +251,51 @@ def test_prepared_copies_are_cached_per_model_and_rebuilt_when_weights_change():
     del model, first, rebuilt
     gc.collect()
     assert len(fast_inference._CACHE) == cached  # the copies went with their model
+
+
+def test_a_change_through_data_reaches_the_prepared_copy_and_a_kept_smooth():
+    """``.data`` writes do not bump a parameter's version counter; the content fingerprint sees them."""
+    model = _batch_norm_model().eval()
+    recipe = Recipe(channels_last=True, fold_batchnorm=True)
+    x = torch.rand(2, 3, 32, 32)
+    smooth = Smooth(model, CLASSES, SIGMA, batch_size=100, channels_last=True)
+    before = smooth.sample_counts(x, {ESTIMATION: 100})
+    first = prepare_forward(model, recipe, torch.device("cpu"))
+    version = model[1].fc.weight._version
+    model[1].fc.weight.data.mul_(-1.0)  # as user code and ART's code paths do
+    model[1].layer1[0].bn1.running_mean.data[3] += 0.5
+    assert model[1].fc.weight._version == version
+    rebuilt = prepare_forward(model, recipe, torch.device("cpu"))
+    assert rebuilt is not first
+    with torch.inference_mode():
+        torch.testing.assert_close(rebuilt(x), model(x), rtol=1e-4, atol=1e-4)
+    after = smooth.sample_counts(x, {ESTIMATION: 100})  # the Smooth made before the change
+    exact = Smooth(model, CLASSES, SIGMA, batch_size=100).sample_counts(x, {ESTIMATION: 100})
+    assert not np.array_equal(before, after)
+    np.testing.assert_allclose(after, exact, atol=2)  # channels_last may round a sample or two differently
+    assert prepare_forward(model, recipe, torch.device("cpu")) is rebuilt  # unchanged weights: the cached copy
+
+
+def test_the_weights_fingerprint_sees_every_single_change_and_swaps():
+    tensor = torch.zeros(3, 5)
+    module = nn.Module()
+    module.register_buffer("w", tensor)
+    seen = {fast_inference.weights_fingerprint(module)}
+    for index in range(tensor.numel()):
+        for value in (1e-45, -0.0, 1.0):  # the smallest subnormal and a sign bit count too
+            tensor.view(-1)[index] = value
+            seen.add(fast_inference.weights_fingerprint(module))
+            tensor.view(-1)[index] = 0.0
+    assert len(seen) == 1 + 3 * tensor.numel()
+    tensor.copy_(torch.arange(15.0).view(3, 5))
+    ordered = fast_inference.weights_fingerprint(module)
+    tensor.view(-1)[[2, 9]] = tensor.view(-1)[[9, 2]]
+    assert fast_inference.weights_fingerprint(module) != ordered
+    halves = nn.Module()
+    halves.register_buffer("h", torch.ones(4, dtype=torch.float16))
+    halves.register_buffer("b", torch.ones(4, dtype=torch.bool))
+    halves.register_buffer("i", torch.arange(4))
+    assert fast_inference.weights_fingerprint(halves) == fast_inference.weights_fingerprint(halves)
 
 
 def test_padded_sizes_are_few_and_cover_the_batch():

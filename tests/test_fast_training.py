@@ -9,10 +9,14 @@ the precision used.
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from catrs_plugin.methods.base import TrainBatch
+from catrs_plugin.methods.catrs import worst_case_noise
 from catrs_plugin.methods.smoothadv import smoothadv_attack
+from catrs_plugin.methods.smoothed import input_gradient
+from catrs_plugin.methods.smoothmix import smoothmix_attack
 from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.train.checkpoint import read_checkpoint
 from catrs_plugin.train.loop import TensorData, TrainConfig, fast_config, make_optimizer, train
@@ -139,6 +143,49 @@ def test_smoothadv_steps_randomly_where_the_gradient_is_zero():
     torch.testing.assert_close(moved, torch.full((2,), 0.3), rtol=1e-5, atol=1e-6)  # both moved by the full radius
     again = smoothadv_attack(FlatForSecond(), x, torch.tensor([0, 1]), noises, 0.3, 1, torch.Generator().manual_seed(0))
     torch.testing.assert_close(points, again)
+
+
+SEARCHES = {
+    "catrs": lambda model, x, y, soft, noises: worst_case_noise(model, x, soft, noises, 1.0, 4) - noises,
+    "smoothadv": lambda model, x, y, soft, noises: smoothadv_attack(model, x, y, noises, 1.0, 4,
+                                                                    torch.Generator().manual_seed(3)) - x,
+    "smoothmix": lambda model, x, y, soft, noises: smoothmix_attack(model, x, y, noises, step_size=0.5, num_steps=4,
+                                                                    mix_step=1, maxnorm_s=None)[1] - x,
+}
+
+
+@pytest.mark.parametrize("search", sorted(SEARCHES))
+def test_searches_under_fp16_autocast_follow_the_fp32_gradient(digits, search):
+    """With a last layer of weights near 1e-5 the input gradients are near 1e-7: unscaled, float16's backward
+    flushed a third of them to zero and the steps turned up to 35 degrees away (SmoothAdv: stepped randomly)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        model[3].weight.mul_(1e-5)
+    x, y = torch.as_tensor(digits[2][:6]), torch.as_tensor(digits[3][:6])
+    generator = torch.Generator().manual_seed(1)
+    noises = torch.randn((2, *x.shape), generator=generator) * 0.25
+    soft = torch.softmax(torch.randn(6, 10, generator=generator), dim=1)
+    plain = SEARCHES[search](model, x, y, soft, noises).flatten(1)
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = SEARCHES[search](model, x, y, soft, noises).flatten(1)
+    assert not torch.equal(half, plain)  # the forward pass did run in float16
+    assert F.cosine_similarity(half, plain, dim=1).min() > 0.999  # measured: 0.9996 or more
+
+
+def test_a_search_gradient_that_overflows_is_rescaled():
+    """A gradient beyond float16's range at the first scales is recomputed at smaller ones (GradScaler's backoff)."""
+    point = torch.full((3,), 2.0)
+    scales = []
+
+    def loss_of(p):  # the float16 gradient is 2 * scale: inf at 2**16 and 2**15, 32768 at 2**14
+        scales.append(1)
+        return p.half().float().sum() * 2.0
+
+    with torch.autocast("cpu", dtype=torch.float16):
+        gradient = input_gradient(loss_of, point)
+    assert len(scales) == 3 and gradient.tolist() == [2.0] * 3
+    assert input_gradient(lambda p: p.pow(3).sum(), point).tolist() == [12.0] * 3  # fp32: no scaling
 
 
 @pytest.mark.compile

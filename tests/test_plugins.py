@@ -57,7 +57,7 @@ def test_example_plugin_is_listed_and_compared(installed_example, on_path, tmp_p
 
     code = main(["compare", "--dataset", "digits", "--methods", "gaussian-ls", "--sigma", "0.5", "--preset", "quick",
                  "--output", str(tmp_path), "--epochs", "1", "--N0", "20", "--N", "100", "--alpha", "0.01",
-                 "--skip", "1", "--max", "5", "--train-examples", "64", "--quiet"])
+                 "--skip", "1", "--max", "5", "--train-examples", "64", "--quiet", "--certify-collapsed"])
     assert code == 0
     summary = json.loads((tmp_path / "noise_0.5" / "summary.json").read_text())
     assert [(m["method"], m["preset"], m["n"]) for m in summary["methods"]] == [("gaussian-ls", "paper", 5)]

@@ -1,12 +1,18 @@
 """``catrs smooth-predict``: soft labels as an .npy, resumable, accepted by ``catrs train``."""
 
+import pickle
+
 import numpy as np
 import pytest
+import torch
 
 from catrs_plugin.certify.smoothing import Smooth
 from catrs_plugin.cli import main
-from catrs_plugin.train.checkpoint import load_checkpoint
+from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.train.checkpoint import load_checkpoint, save_checkpoint
+from catrs_plugin.train.data import training_views
 from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
+from catrs_plugin.utils import provenance
 
 
 @pytest.fixture
@@ -78,3 +84,40 @@ def test_existing_output_is_reused_only_by_its_own_run(teacher, tmp_path, capsys
     assert "already holds these soft labels" in capsys.readouterr().out and out.stat().st_mtime_ns == stamp
     assert command("6") == 2
     assert "N was 5, now 6" in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
+
+
+def write_cifar10(root, train_per_batch=2, test=3):
+    """A tiny CIFAR-10 folder in the python-batch format (random images)."""
+    rng = np.random.default_rng(0)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name, count in [*((f"data_batch_{i}", train_per_batch) for i in range(1, 6)), ("test_batch", test)]:
+        images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+        batch = {"labels": [int(v) for v in rng.integers(0, 10, count)], "data": images.reshape(count, -1)}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+
+
+def test_training_soft_labels_come_from_one_augmented_view_per_image(tmp_path, capsys):
+    """As the reference's smooth_prediction.py --split train: the teacher sees one random crop and flip per image."""
+    write_cifar10(tmp_path / "data")
+    torch.manual_seed(0)
+    teacher = get_registry().create_model("cifar_resnet20", "cifar10")
+    checkpoint = tmp_path / "teacher.pt"
+    save_checkpoint(checkpoint, {"arch": "cifar_resnet20", "dataset": "cifar10", "state_dict": teacher.state_dict()})
+    spec = get_registry().dataset("cifar10")
+    base = ["smooth-predict", "cifar10", str(checkpoint), "--N", "20", "--seed", "3", "--data-dir",
+            str(tmp_path / "data"), "--device", "cpu", "--quiet"]
+    assert main([*base[:3], str(tmp_path / "soft.npy"), *base[3:]]) == 0
+    assert "10 x 10 soft labels of the augmented images" in capsys.readouterr().out
+    soft = np.load(tmp_path / "soft.npy")
+    views = training_views(spec, 3, data_dir=tmp_path / "data")
+    images, _ = spec.load("train", data_dir=tmp_path / "data")
+    assert not np.array_equal(views, images)
+    np.testing.assert_array_equal(soft, smoothed_soft_labels(teacher.eval(), views, 10, 0.25, 20, seed=3))
+    assert provenance.read_record(tmp_path / "soft.npy")["views"] == "augmented"
+    assert main([*base[:3], str(tmp_path / "plain.npy"), *base[3:], "--views", "as-loaded"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"),
+                                  smoothed_soft_labels(teacher.eval(), images, 10, 0.25, 20, seed=3))
+    assert main([*base[:3], str(tmp_path / "test.npy"), *base[3:], "--split", "test", "--views", "augmented"]) == 2
+    assert "--views augmented applies to the training split only" in capsys.readouterr().err

@@ -73,15 +73,16 @@ def test_results_do_not_depend_on_batch_size_or_subset(linear_two_class):
 
 
 def test_counts_use_the_documented_noise_stream(linear_two_class):
-    """Counts equal a per-block recomputation with generators seeded by (seed, index, phase)."""
-    from catrs_plugin.certify.smoothing import ESTIMATION, derive_seed
+    """Counts equal a per-block recomputation with generators seeded by (phase domain, seed, index)."""
+    from catrs_plugin.certify.smoothing import ESTIMATION
+    from catrs_plugin.utils.streams import CERTIFY_ESTIMATION, derive_seed
 
     torch.manual_seed(0)
     model = linear_two_class(torch.randn(1, 4, 4), 0.0)
     x = _points(model, [0.1])
     n = 250
     counts = Smooth(model, 2, 0.5, batch_size=64, seed=11).sample_counts(x, {ESTIMATION: n}, indices=[42])
-    generator = torch.Generator().manual_seed(derive_seed(11, 42, ESTIMATION))
+    generator = torch.Generator().manual_seed(derive_seed(CERTIFY_ESTIMATION, 11, 42))
     expected = np.zeros(2, dtype=np.int64)
     for start in range(0, n, NOISE_BLOCK):
         noise = torch.randn((NOISE_BLOCK, 1, 4, 4), generator=generator)[: min(NOISE_BLOCK, n - start)]

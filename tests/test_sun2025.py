@@ -18,12 +18,13 @@ from statsmodels.stats.proportion import proportion_confint
 from torch import nn
 from torch.utils.data import WeightedRandomSampler
 
-from catrs_plugin.certify.smoothing import derive_seed
 from catrs_plugin.methods import sun2025
 from catrs_plugin.methods.base import DataSchedule, EpochView, TrainBatch
 from catrs_plugin.methods.sun2025 import SUN2025, sphere_attack, sun2025_schedule
 from catrs_plugin.train.data_schedule import scheduled_order
 from catrs_plugin.train.loop import TensorData
+from catrs_plugin.utils import streams
+from catrs_plugin.utils.streams import derive_seed
 
 SIGMA = 0.25
 
@@ -141,7 +142,7 @@ def test_attack_equals_radius_pgd_and_keeps_every_norm(linear, digits):
 # ----------------------------------------------------------------------------- the data schedule
 
 def view_of(model, data, epoch, seed=0):
-    generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 5))
+    generator = torch.Generator().manual_seed(derive_seed(streams.DATA_SCHEDULE, seed, epoch))
     return EpochView(model, epoch, SIGMA, len(data.x), lambda i, b: data.views(i, b, torch.device("cpu"), seed, epoch),
                      generator)
 
@@ -152,7 +153,7 @@ def test_discarding_and_weights_equal_the_reference(linear, digits):
     hp = SUN2025.hyperparameters(discard_epoch=3, discard_threshold=0.3, reweight_every=2)
     schedule = sun2025_schedule(view_of(linear, data, 3), DataSchedule.everything(300), **hp)
 
-    generator = torch.Generator().manual_seed(derive_seed(0, 3, 5))
+    generator = torch.Generator().manual_seed(derive_seed(streams.DATA_SCHEDULE, 0, 3))
     tx, ty = data.x, data.y
     p_corr = reference_p_correct(linear, tx, ty, 100, 8192 // 100, SIGMA, generator)
     easy = np.where(p_corr >= 0.3)[0]
@@ -166,7 +167,7 @@ def test_discarding_and_weights_equal_the_reference(linear, digits):
 
     # The epoch's draws are WeightedRandomSampler(weight, 300, replacement=True)'s, mapped to the kept examples.
     sampler = WeightedRandomSampler(weight, 300, replacement=True,
-                                    generator=torch.Generator().manual_seed(derive_seed(0, 3, 0)))
+                                    generator=torch.Generator().manual_seed(derive_seed(streams.EPOCH_ORDER, 0, 3)))
     assert scheduled_order(schedule, 0, 3).tolist() == easy[list(sampler)].tolist()
 
 

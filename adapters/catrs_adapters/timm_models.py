@@ -35,7 +35,11 @@ core does not import timm.
 
 timm's ``resnet50`` has exactly the parameter names and computation of torchvision's, which the
 reference code trained on ImageNet, so reference ResNet-50 checkpoints load into it
-(:func:`resnet50`).
+(:func:`resnet50`). It is built with ``zero_init_last=False``, so that training from scratch starts
+where the reference's ``torchvision.models.resnet50()`` starts: timm's default sets the scale of
+the last batch norm of every bottleneck to 0 (the "zero-init residual" trick), torchvision's
+leaves it at 1; the other initialisations (Kaiming-normal convolutions in fan-out mode, the
+classifier's PyTorch default) are the same in both.
 """
 
 from __future__ import annotations
@@ -120,5 +124,5 @@ def lenet(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 
 def resnet50(num_classes: int = 1000, in_chans: int = 3) -> nn.Module:
-    """timm's ResNet-50 (torchvision's layout and computation), randomly initialised."""
-    return create_model("resnet50", pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    """timm's ResNet-50 (torchvision's layout and computation), initialised as torchvision's (``zero_init_last=False``)."""
+    return create_model("resnet50", pretrained=False, num_classes=num_classes, in_chans=in_chans, zero_init_last=False)

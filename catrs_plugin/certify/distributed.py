@@ -173,6 +173,7 @@ def merge_shards(
     for path, other in zip(paths, records):
         if other is None:
             provenance.check(None, {}, path, "shard", MERGE_HINT)  # the message of an output without a record
+        provenance.check_streams(other, path, "shard", MERGE_HINT)
         changed = provenance.differences(records[0], other, "{key} {old} in the first shard, {new} in this one")
         if changed:
             raise provenance.ProvenanceError(

@@ -15,7 +15,10 @@ Everything happens on a copy: the model passed in is never modified. Compiled co
 cached per model (weakly: a model that is garbage-collected takes its copies with it) and per
 recipe, so a model is copied and compiled once per input shape and process, however many
 ``Smooth`` objects or ``certify_to_file`` calls use it. A cached copy whose model's
-parameters or buffers changed since (an optimizer step, ``load_state_dict``) is rebuilt. The
+parameters or buffers changed since is rebuilt: every lookup (each ``Smooth`` call) compares a
+content fingerprint of the weights (:func:`weights_fingerprint`, one pass over them on their
+device), so changes that PyTorch does not count (writes through ``.data``, as user code and
+some of ART's code do) are seen as well as optimizer steps and ``load_state_dict``. The
 compilation time of each new shape is logged (logger ``catrs_plugin.certify.fast_inference``, level
 INFO); if compilation fails (no C++ compiler for Inductor on the CPU, an unsupported
 operation), the copy runs eagerly and a ``RuntimeWarning`` says why.
@@ -225,15 +228,37 @@ class _Entry:
 
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Entry]]" = weakref.WeakKeyDictionary()
 
-
-def _fingerprint(model: nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer of ``model`` is replaced or modified in place."""
-    return tuple((t.data_ptr(), _version(t)) for t in (*model.parameters(), *model.buffers()))
+#: Integer views of a tensor's bytes, by element size.
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
-def _version(tensor: torch.Tensor) -> int:
-    """The in-place modification counter (-1 for tensors made under ``torch.inference_mode``, which have none)."""
-    return -1 if tensor.is_inference() else tensor._version
+def _checksum(tensor: torch.Tensor) -> torch.Tensor:
+    """``sum_i bits_i * (2 i + 1)`` modulo 2**64 over the raw bits of ``tensor`` (a 0-d int64 tensor on its device).
+
+    Integer arithmetic, so the same content always gives the same value (the order of the sum
+    does not matter). Changing one element changes it (an odd number is invertible modulo 2**64,
+    so a change of the bits times one is never a multiple of 2**64), and so does swapping two
+    different elements.
+    """
+    flat = tensor.detach().reshape(-1)
+    if flat.is_complex():
+        flat = torch.view_as_real(flat).reshape(-1)
+    bits = flat.view(_BITS[flat.element_size()]).long()
+    weights = torch.arange(1, 2 * len(bits), 2, device=bits.device, dtype=torch.long)
+    return (bits * weights).sum()
+
+
+def weights_fingerprint(model: nn.Module) -> tuple:
+    """Changes whenever a parameter or buffer of ``model`` is replaced, reshaped or its content changes.
+
+    Content changes are found however they were made, also through ``.data`` (which does not
+    count as a modification of the parameter). One integer pass over the weights on their
+    device, then one transfer of a checksum per tensor.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    sums = [_checksum(t) for t in tensors]
+    sums = torch.stack([total.to(sums[0].device) for total in sums]).tolist() if sums else []
+    return tuple((t.data_ptr(), tuple(t.shape), t.dtype, total) for t, total in zip(tensors, sums))
 
 
 def prepare_forward(model: nn.Module, recipe: Recipe, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -250,7 +275,7 @@ def prepare_forward(model: nn.Module, recipe: Recipe, device: torch.device) -> C
     if not recipe.copied:
         return _Inference(model, recipe, device.type)
     key = (recipe, str(device))
-    fingerprint = _fingerprint(model)
+    fingerprint = weights_fingerprint(model)
     entries = _CACHE.setdefault(model, {})
     entry = entries.get(key)
     if entry is None or entry.fingerprint != fingerprint:

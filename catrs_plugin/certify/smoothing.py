@@ -7,11 +7,12 @@ leave every decision rule intact:
 * many inputs share one forward batch; noise is drawn on the model's device straight into a
   preallocated batch buffer and the class counts stay on the device until a whole call is
   done (one host transfer per call, none per batch);
-* every draw comes from a generator seeded by ``(seed, example index, phase)`` and drawn in
-  fixed blocks of :data:`NOISE_BLOCK` samples, so a result depends only on the seed and the
-  example's index: not on the batch size, on which other examples share the call, or on the
-  order in which examples are processed. Any subset of a data set certifies to exactly the
-  numbers the full run gives for those examples.
+* every draw comes from the generator :meth:`Smooth.noise_stream` gives for ``(seed, example index,
+  phase)`` and is drawn in fixed blocks of :data:`NOISE_BLOCK` samples, so a result depends only
+  on the seed and the example's index: not on the batch size, on which other examples share the
+  call, or on the order in which examples are processed. Any subset of a data set certifies to
+  exactly the numbers the full run gives for those examples. Each phase is a stream domain of
+  its own (:mod:`catrs_plugin.utils.streams`), apart from every training stream.
 
 :meth:`Smooth.certify_sequential` is sequential CERTIFY (:mod:`catrs_plugin.certify.sequential`):
 the same streams and guarantee, each input stopping as soon as the radii asked about are decided.
@@ -39,7 +40,14 @@ from tqdm.auto import tqdm
 from catrs_plugin.certify.fast_inference import CompiledForward, Recipe, fast_recipe, padded_size, prepare_forward
 from catrs_plugin.certify.sequential import DEFAULT_RADII, SequentialResult, certify_sequential
 from catrs_plugin.certify.stats import certified_radius, lower_confidence_bound, top_two_pvalue
-from catrs_plugin.certify.streams import ESTIMATION, NOISE_BLOCK, PREDICTION, SELECTION, SOFT_LABELS
+from catrs_plugin.certify.streams import (
+    ESTIMATION,
+    NOISE_BLOCK,
+    PREDICTION,
+    SELECTION,
+    SOFT_LABELS,
+    noise_generator,
+)
 from catrs_plugin.utils.validation import (
     check_alpha,
     check_autocast_dtype,
@@ -61,12 +69,6 @@ AUTO_BATCH_BLOCKS = (1, 160)
 
 #: Samples in the forward pass that measures per-sample memory for ``batch_size="auto"``.
 AUTO_PROBE = 256
-
-
-def derive_seed(*keys: int) -> int:
-    """Mix integer keys (e.g. ``seed, index, phase``) into one 63-bit generator seed."""
-    words = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return ((int(words[0]) << 32) | int(words[1])) & (2**63 - 1)
 
 
 def auto_batch_size(per_sample_bytes: float, free_bytes: float) -> int:
@@ -301,12 +303,11 @@ class Smooth:
     def noise_stream(self, index: int, phase: int) -> torch.Generator:
         """The generator of example ``index``'s noise in ``phase``, on the model's device.
 
-        Seeded by ``derive_seed(seed, index, phase)``; every procedure draws it in blocks of
-        :data:`NOISE_BLOCK` standard normal samples (a partial last block is the head of a full one).
+        :func:`~catrs_plugin.certify.streams.noise_generator` ``(seed, index, phase)``, a stream no
+        training draw shares; every procedure draws it in blocks of :data:`NOISE_BLOCK` standard
+        normal samples (a partial last block is the head of a full one).
         """
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(derive_seed(self.seed, int(index), int(phase)))
-        return generator
+        return noise_generator(self.seed, index, phase, self.device)
 
     def predict(
         self,
@@ -370,6 +371,8 @@ class Smooth:
         inputs = self._prepare(x)
         keys = self._indices(indices, len(inputs))
         phases = [(int(phase), check_positive_int(n, "n")) for phase, n in plan.items()]
+        if self.recipe.copied:  # a copy of weights changed since the last call (also through .data) is rebuilt
+            self._forward = prepare_forward(self.base_classifier, self.recipe, self.device)
         per_example = sum(n for _, n in phases)
         counts = torch.zeros(len(inputs) * len(phases) * self.num_classes, dtype=torch.long, device=self.device)
         with evaluating(self.base_classifier), torch.inference_mode(), tqdm(

@@ -13,9 +13,10 @@ from catrs_plugin.utils.defaults import DEFAULT_RUNS_PER_GPU, DEFAULT_WORKERS
 
 #: The budget presets (the keys of :data:`catrs_plugin.compare.plan.BUDGETS`), with what each sets.
 PRESETS = {
-    "quick": "minutes on a CPU for the digits data; the default",
-    "paper": "the paper's CIFAR-10 recipe: 150 epochs, N=100000",
+    "quick": "minutes on a CPU for the digits data, any dataset; the default",
+    "paper": "the paper's CIFAR-10/100 recipe: 150 epochs, N=100000",
     "imagenet": "its ImageNet recipe",
+    "mnist": "the reference's MNIST recipe: LeNet, lr 0.01",
 }
 
 #: Command-line options that override a field of the preset's budget.
@@ -73,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             default=None, metavar=option.upper(), help=f"{help_text} (default: the preset's)")
     add_fast_argument(parser)
     add_sequential_arguments(parser)
+    parser.add_argument("--certify-collapsed", action="store_true",
+                        help="certify runs that count as collapsed too (their rows are marked) instead of reporting "
+                        "them without numbers")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"data-loading worker processes for file-based data, ImageNet (default: {DEFAULT_WORKERS})")
     parser.add_argument("--device", default="auto",
@@ -165,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
         method_presets=parse_method_presets(args.method_preset, registry), certify_batch=args.certify_batch,
         attack_eps=attack_eps, workers=args.workers, fast=args.fast, progress=not args.quiet, sequential=sequential,
         labels={FIELDS.get(option, option): f"--{option.replace('_', '-')}" for option in BUDGET_OPTIONS},
-        published=args.published,
-        tensorboard=args.tensorboard,
+        published=args.published, tensorboard=args.tensorboard, certify_collapsed=args.certify_collapsed,
     )
     name = "summary.tex" if args.format == "latex" else "summary.md"
     print()

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--arch", default=None, help="architecture (default: the dataset's default)")
     parser.add_argument("--preset", default=None,
                         help="preset of the method, e.g. paper; a preset that carries optimiser settings (catrs and "
-                        "gaussian imagenet, macer original) sets the defaults of the options below")
+                        "gaussian imagenet and mnist, macer original) sets the defaults of the options below")
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE",
                         help="override one hyper-parameter, e.g. --hp lbd=2.0 (repeatable)")
     parser.add_argument("--soft-labels", default=None, help=".npy of shape (train examples, classes) for CAT-RS")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from catrs_plugin.methods.base import Method
-from catrs_plugin.methods.smoothed import QUICK_EPOCHS
+from catrs_plugin.methods.smoothed import MNIST_TRAINING, QUICK_EPOCHS
 from catrs_plugin.plugins.registry import Registry
 from catrs_plugin.train.data import DEFAULT_WORKERS
 from catrs_plugin.utils.validation import (
@@ -97,6 +97,7 @@ class Budget:
 #: ``paper``: the CIFAR-10 recipe of the CAT-RS paper. ``quick``: minutes on a CPU for small data
 #: (the methods' ``quick`` presets scale their epoch schedules to the same length). ``imagenet``:
 #: the paper's ImageNet recipe (ResNet-50, 90 epochs, every 100th validation image certified).
+#: ``mnist``: the reference's MNIST recipe (LeNet, lr 0.01, :data:`~catrs_plugin.methods.smoothed.MNIST_TRAINING`).
 BUDGETS = {
     "paper": Budget(epochs=150, batch_size=256, lr=0.1, lr_step_size=50, soft_samples=10_000, n0=100, n=100_000,
                     alpha=0.001),
@@ -104,7 +105,30 @@ BUDGETS = {
                     n0=100, n=10_000, alpha=0.001, skip=2),
     "imagenet": Budget(epochs=90, batch_size=256, lr=0.1, lr_step_size=30, soft_samples=10_000, n0=100, n=100_000,
                        alpha=0.001, skip=100),
+    "mnist": Budget(**MNIST_TRAINING, soft_samples=10_000, n0=100, n=100_000, alpha=0.001),
 }
+
+#: The datasets each budget is the reference's recipe for; a budget not listed (``quick``) is for any dataset.
+PRESET_DATASETS = {"paper": ("cifar10", "cifar100"), "imagenet": ("imagenet",), "mnist": ("mnist",)}
+
+
+def check_preset_dataset(preset: str, dataset: str) -> None:
+    """Refuse a budget that is the recipe of other datasets than ``dataset``, naming the recipes there are.
+
+    Raises
+    ------
+    ValueError
+        If ``preset`` is in :data:`PRESET_DATASETS` without ``dataset``.
+    """
+    datasets = PRESET_DATASETS.get(preset)
+    if datasets is None or dataset in datasets:
+        return
+    recipes = "; ".join(f"{', '.join(names)}: {name}" for name, names in PRESET_DATASETS.items())
+    raise ValueError(
+        f"--preset {preset} is the reference's recipe for {', '.join(datasets)}, and there is none for {dataset!r} "
+        f"(recipes: {recipes}); --preset quick runs any dataset on a short budget that reproduces no paper figure, "
+        "and --epochs, --lr, --N ... set its fields"
+    )
 
 
 @dataclass
@@ -119,8 +143,13 @@ class MethodOutcome:
 
     @property
     def collapsed(self) -> str | None:
-        """Why the run counts as collapsed (it was then not certified), or None."""
+        """Why the run counts as collapsed, or None (see :attr:`certified`)."""
         return self.summary.get("collapsed")
+
+    @property
+    def certified(self) -> bool:
+        """Whether the run was certified: it did not collapse, or ``certify_collapsed`` was set."""
+        return bool(self.summary.get("certified"))
 
 
 @dataclass
@@ -162,6 +191,7 @@ class Plan:
     progress: bool = False
     sequential: Mapping[str, Any] = field(default_factory=dict)
     tensorboard: str | None = None
+    certify_collapsed: bool = False
 
     @property
     def procedure(self) -> str:

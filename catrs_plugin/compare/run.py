@@ -10,8 +10,10 @@ preset says so (:attr:`catrs_plugin.methods.Method.training`, e.g. MACER's own l
 The runs are independent jobs (:mod:`catrs_plugin.compare.runners`): one after the other in this
 process, spread over several GPUs with several runs per GPU, or submitted to Slurm through
 ``submitit``. Each job resumes from its own files, and the summaries are merged once every
-job has finished. A run that collapsed (non-finite or diverging loss, one class predicted;
-:mod:`catrs_plugin.compare.collapse`) is not certified and is reported as collapsed in the tables.
+job has finished. A run that collapsed (a non-finite loss, or a model no better under noise than a
+constant answer; :mod:`catrs_plugin.compare.collapse`) is not certified and is reported as collapsed
+in the tables; with ``certify_collapsed`` (``--certify-collapsed``) it is certified anyway and its
+rows are marked.
 
 Output directory::
 
@@ -38,7 +40,7 @@ import torch
 
 from catrs_plugin.certify.files import certify_to_file, select_indices
 from catrs_plugin.certify.sequential import DEFAULT_RADII, StoppingRule
-from catrs_plugin.compare.collapse import diagnose, loss_problem
+from catrs_plugin.compare.collapse import check_model
 from catrs_plugin.compare.plan import (
     ATTACK,
     BUDGETS,
@@ -48,6 +50,7 @@ from catrs_plugin.compare.plan import (
     MethodOutcome,
     Plan,
     Run,
+    check_preset_dataset,
     plan_run,
 )
 from catrs_plugin.compare.runners import InProcess, Job, run_jobs
@@ -111,6 +114,7 @@ def run_comparison(
     progress: bool = False,
     published: str | os.PathLike | None = None,
     tensorboard: str | os.PathLike | None = None,
+    certify_collapsed: bool = False,
     log: Callable[[str], None] = logger.info,
     labels: Mapping[str, str] | None = None,
     sequential: Mapping[str, Any] | None = None,
@@ -127,9 +131,10 @@ def run_comparison(
         Noise levels of training and certification.
     output : path
         Output directory (see the module docstring); rerunning with the same one resumes.
-    preset : {"paper", "quick", "imagenet"}
+    preset : {"paper", "quick", "imagenet", "mnist"}
         Budget (:data:`BUDGETS`) and method preset; a method without that preset at a sigma
-        uses its ``paper`` preset, else its defaults.
+        uses its ``paper`` preset, else its defaults. ``paper``, ``imagenet`` and ``mnist`` are
+        the reference's recipes of their datasets only (:data:`~catrs_plugin.compare.plan.PRESET_DATASETS`).
     budget : Budget, optional
         Overrides the preset's budget (e.g. tiny settings in tests).
     arch : str, optional
@@ -167,6 +172,10 @@ def run_comparison(
     tensorboard : path, optional
         Folder of TensorBoard event files: each run adds its per-epoch metrics in
         ``noise_<sigma>/<method>`` under it (:mod:`catrs_plugin.train.records`).
+    certify_collapsed : bool
+        Certify (and attack) a run that counts as collapsed too, marking its rows, instead of
+        reporting it without numbers; a teacher that counts as collapsed then trains CAT-RS anyway.
+        A run whose loss became non-finite is never certified (its weights are not finite).
     log : callable
         Receives one line per step (default: INFO messages of this module's logger, which
         ``catrs`` prints; from worker processes and cluster jobs they come through the
@@ -199,6 +208,7 @@ def run_comparison(
     """
     if preset not in BUDGETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(sorted(BUDGETS))}")
+    check_preset_dataset(preset, dataset)
     sigma_list = [check_sigma(s) for s in ([sigmas] if isinstance(sigmas, (int, float)) else sigmas)]
     if not sigma_list or len(set(sigma_list)) != len(sigma_list):
         raise ValueError(f"sigmas must name each noise level once, got {sigmas!r}")
@@ -232,7 +242,8 @@ def run_comparison(
                          **{f"budget.{key}": value for key, value in asdict(budget).items()},
                          **({"certify": dict(sequential)} if sequential else {})})
     plan = Plan(dataset, arch, data_dir, str(out), preset, budget, seed, tuple(attack_eps), certify_batch, workers,
-                fast, progress, dict(sequential or {}), None if tensorboard is None else str(tensorboard))
+                fast, progress, dict(sequential or {}), None if tensorboard is None else str(tensorboard),
+                bool(certify_collapsed))
     jobs: dict[Any, Job] = {}
     needs_teacher = any(method.needs_soft_labels for method in methods)
     if needs_teacher:
@@ -262,7 +273,8 @@ def run_comparison(
             comparison.outcomes.append(MethodOutcome(method.name, result["summary"], result["epochs_trained"],
                                                      result["rows_certified"], result["rows_attacked"]))
             if result["summary"]["collapsed"]:
-                log(f"WARNING: {method.name} at sigma {sigma} collapsed and is not certified: "
+                done = "certified anyway (--certify-collapsed)" if result["summary"]["certified"] else "not certified"
+                log(f"WARNING: {method.name} at sigma {sigma} collapsed and is {done}: "
                     f"{result['summary']['collapsed']}")
         comparisons.append(comparison)
     merge_summaries(out, comparisons, dataset, preset, budget, tuple(attack_eps), published,
@@ -312,10 +324,16 @@ def teacher_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[st
     """
     path = Path(plan.output) / "teacher" / "soft_labels.npy"
     teacher, history, _, diverged = train_run(plan, run, None, device, log)
-    problem = diverged or loss_problem(history)
-    if problem:
-        raise RuntimeError(f"the Gaussian teacher collapsed ({problem}); its soft labels would be meaningless")
     spec = get_registry().dataset(plan.dataset)
+    if diverged:
+        raise RuntimeError(f"the Gaussian teacher collapsed ({diverged}); its soft labels would be meaningless")
+    problem = check_model(teacher, *spec.load("test", data_dir=plan.data_dir), TEACHER_SIGMA, plan.seed).problem
+    if problem and not plan.certify_collapsed:
+        raise RuntimeError(f"the Gaussian teacher collapsed ({problem}); its soft labels would be meaningless "
+                           "(--certify-collapsed uses them anyway)")
+    if problem:
+        log(f"WARNING: the Gaussian teacher collapsed ({problem}); its soft labels are used anyway "
+            "(--certify-collapsed)")
     examples = plan.budget.train_examples if plan.budget.train_examples >= 0 else None
     computed = training_soft_labels_to_file(
         teacher, spec, TEACHER_SIGMA, plan.budget.soft_samples, path, plan.seed, plan.data_dir, n_examples=examples,
@@ -340,7 +358,8 @@ def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[s
     model, history, trained, diverged = train_run(plan, run, soft, device, log)
     x_test, y_test = spec.load("test", data_dir=plan.data_dir)
     indices = select_indices(len(x_test), budget.skip, budget.max_examples)
-    collapsed = diverged or diagnose(history, model, x_test[indices], y_test[indices], run.sigma, plan.seed)
+    check = None if diverged else check_model(model, x_test, y_test, run.sigma, plan.seed)
+    collapsed = diverged or check.problem
     directory = run.directory(plan.output)
     tsv = directory / "certify" / f"{run.method}.tsv"
     summary: dict[str, Any] = {
@@ -354,11 +373,16 @@ def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[s
         "train_seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
         "certify_path": str(tsv),
         "collapsed": collapsed,
+        "certified": False,
+        **({"noisy_check": check.as_dict()} if check is not None else {}),
     }
     result = {"summary": summary, "epochs_trained": trained, "rows_certified": 0, "rows_attacked": 0}
-    if collapsed:
+    if diverged or (collapsed and not plan.certify_collapsed):
         log(f"[collapsed] {run.method} at sigma={run.sigma}: {collapsed}; not certified")
         return result
+    if collapsed:
+        log(f"[collapsed] {run.method} at sigma={run.sigma}: {collapsed}; certified anyway (--certify-collapsed)")
+    summary["certified"] = True
     batch = plan.certify_batch
     result["rows_certified"] = certify_to_file(
         model, spec.num_classes, run.sigma, x_test, y_test, tsv, indices, n0=budget.n0, n=budget.n,

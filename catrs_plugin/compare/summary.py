@@ -8,7 +8,9 @@ paper. Next to ACR and certified accuracy, every row has the
 ``N`` and alpha ACR was computed at, the ``pA_lower`` CDF and the fraction of inputs at the
 estimation cap (:mod:`catrs_plugin.results.metrics`). With a folder of published results, the
 published rows of the compared methods follow the measured ones, marked ``published``. A
-collapsed run has no numbers: its row says ``collapsed`` and the reason is listed under the table.
+collapsed run has no numbers: its row says ``collapsed`` and the reason is listed under the table;
+one certified anyway (``--certify-collapsed``) has its numbers, its method marked ``(collapsed)``
+and the reason listed too.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from catrs_plugin.utils.atomic import write_atomic
 #: Radius step of the summaries' certified-accuracy columns.
 RADIUS_STEP = 0.25
 
-#: What a collapsed run shows instead of numbers.
+#: What a collapsed run shows instead of numbers (and after its name when certified anyway).
 COLLAPSED = "collapsed"
 
 
@@ -53,7 +55,7 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
                          hint="pass another --output or the same settings")
         return
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+    write_atomic(path, json.dumps(provenance.stamped(settings), indent=2, sort_keys=True))
 
 
 def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], attack_eps: Sequence[float],
@@ -71,8 +73,9 @@ def summary_table(summaries: Sequence[dict[str, Any]], radii: Sequence[float], a
 
     rows = []
     for s in summaries:
-        lead = [*([f"{s['sigma']:g}"] if with_sigma else []), s["method"], *(cell(s) for _, cell in source)]
-        if s.get("collapsed"):
+        name = f"{s['method']} ({COLLAPSED})" if s.get("collapsed") and s.get("certified") else s["method"]
+        lead = [*([f"{s['sigma']:g}"] if with_sigma else []), name, *(cell(s) for _, cell in source)]
+        if not s.get("certified"):
             rows.append([*lead, "-", *("-" for _ in settings), COLLAPSED, *("-" for _ in radii),
                          *("-" for _ in distribution), seconds(s["train_seconds_per_epoch"]), "-",
                          *("-" for _ in attack_eps)])
@@ -100,8 +103,9 @@ def _latex(heading: Sequence[str], header: list[str], rows: list[list[str]], not
 
 
 def _collapse_notes(summaries: Sequence[dict[str, Any]]) -> list[str]:
-    return [f"- **{s['method']} at sigma = {s['sigma']:g} collapsed and was not certified**: {s['collapsed']}."
-            for s in summaries if s.get("collapsed")]
+    done = {False: "was not certified", True: "was certified anyway (--certify-collapsed)"}
+    return [f"- **{s['method']} at sigma = {s['sigma']:g} collapsed and {done[bool(s.get('certified'))]}**: "
+            f"{s['collapsed']}." for s in summaries if s.get("collapsed")]
 
 
 def _radii(results: Sequence[CertifyResults]) -> list[float]:
@@ -125,7 +129,7 @@ def published_rows(directory: str | Path, dataset: str, sigma: float,
     the start of its summary row (``source``: published; no timings: they were measured elsewhere)."""
     found = published_results(directory, dataset, sigma)
     return [({"method": name, "sigma": sigma, "source": PUBLISHED, "published_by": CATRS_RELEASE.name,
-              "certify_path": str(found[name]), "train_seconds_per_epoch": None},
+              "certify_path": str(found[name]), "train_seconds_per_epoch": None, "certified": True},
              read_certify_results(found[name])) for name in methods if name in found]
 
 
@@ -138,12 +142,12 @@ def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, 
     everything: list[tuple[dict[str, Any], CertifyResults]] = []
     for comparison in comparisons:
         certified = {o.name: read_certify_results(o.summary["certify_path"])
-                     for o in comparison.outcomes if not o.collapsed}
+                     for o in comparison.outcomes if o.certified}
         others = [] if published is None else \
             published_rows(published, dataset, comparison.sigma, [o.name for o in comparison.outcomes])
         comparison.radii = _radii(list(certified.values()) + [results for _, results in others])
         for outcome in comparison.outcomes:
-            if outcome.collapsed:
+            if not outcome.certified:
                 outcome.summary.update({**dict.fromkeys(STATISTICS), "n": 0, "certified_accuracy": {},
                                         "certify_seconds_per_example": None})
                 continue
@@ -155,7 +159,7 @@ def merge_summaries(out: Path, comparisons: Sequence[Comparison], dataset: str, 
                                        CATRS_RELEASE.alpha))
             everything.append((summary, results))
         comparison.published = [summary for summary, _ in others]
-        curves = {**{o.name: (o.summary, certified[o.name]) for o in comparison.outcomes if not o.collapsed},
+        curves = {**{o.name: (o.summary, certified[o.name]) for o in comparison.outcomes if o.certified},
                   **{f"{summary['method']} ({PUBLISHED})": (summary, results) for summary, results in others}}
         write_sigma_summary(comparison, curves, dataset, preset, budget, attack_eps, procedure)
     write_table(out, comparisons, everything, dataset, preset, budget, procedure)
@@ -187,7 +191,7 @@ def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str
     summaries = comparison.summaries + comparison.published
     directory.mkdir(parents=True, exist_ok=True)
     header, rows = summary_table(summaries, comparison.radii, attack_eps, percent=True)
-    n = next((s["n"] for s in comparison.summaries if not s.get("collapsed")), None)
+    n = next((s["n"] for s in comparison.summaries if s.get("certified")), None)
     notes = _collapse_notes(summaries)
     heading = [f"# {dataset}, sigma = {sigma}, preset {preset}",
                _settings_line(budget, n, bool(comparison.published), procedure)
@@ -225,12 +229,12 @@ def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequen
     for comparison in comparisons:
         for original in comparison.summaries + comparison.published:
             summary = dict(original)
-            if not summary.get("collapsed"):
+            if summary.get("certified"):
                 results = next(r for s, r in everything if s is original)
                 summary["certified_accuracy"] = summarize(results, radii)["certified_accuracy"]
             rows_in.append(summary)
     header, rows = summary_table(rows_in, radii, (), percent=True, with_sigma=True)
-    n = next((s["n"] for s in rows_in if not s.get("collapsed") and s.get("source") != PUBLISHED), None)
+    n = next((s["n"] for s in rows_in if s.get("certified") and s.get("source") != PUBLISHED), None)
     notes = _collapse_notes(rows_in)
     published = any(c.published for c in comparisons)
     heading = [f"# {dataset}, preset {preset}, sigma = {', '.join(f'{c.sigma:g}' for c in comparisons)}",

@@ -29,10 +29,16 @@ Presets (see ``docs/methods/macer.rst`` for what each reproduces):
 
 * ``paper``: MACER as the CAT-RS paper's table re-ran it (``EXPERIMENTS.MD`` of
   ``alinlab/smoothing-catrs``: ``train_macer.py`` with the shared recipe, SGD lr 0.1, weight
-  decay 1e-4, 150 epochs, batch 64). At sigma = 0.5 that command says ``--lbd 6.0`` while the
-  certified checkpoint's path says ``lbd_4.0``; we use 6, the value of the command that trains
-  (the file paths in that document are hand-edited: at sigma = 0.25 the certified output path
-  says ``lbd_16.0`` for a checkpoint trained with 12).
+  decay 1e-4, 150 epochs, batch 64), with lambda 12 / 4 / 12 at sigma = 0.25 / 0.5 / 1.0. At
+  sigma = 0.5 the training command of that document says ``--lbd 6.0``, but the checkpoint its
+  certification command loads lies in ``logs/.../macer/num_16/lbd_4.0/...``, a folder that
+  ``train_macer.py`` names after its ``--lbd`` argument; at the other two noise levels that
+  folder agrees with the training command (``lbd_12.0``), so the certified, tabulated model was
+  trained with lambda 4. ``jh-jeong/smoothing-consistency`` (the same authors' earlier re-run)
+  released its sigma = 0.5 MACER results from ``lbd_4.0`` folders too. Only a hand-typed output
+  path disagrees elsewhere (at sigma = 0.25 the certified TSV is written to ``lbd_16.0`` for a
+  checkpoint in ``lbd_12.0``).
+* ``paper-command``: the ``paper`` preset with the training command's lambda 6 at sigma = 0.5.
 * ``original``: MACER's own recipe (``RuntianZ/macer``, ``main.py``): lr 0.01, weight decay 5e-4,
   440 epochs, rate x0.1 from the 200th and the 400th epoch, batch 64, with the script's
   defaults M = 16, beta = 16, gamma = 8, lambda = 12 at every sigma (the script has one set of
@@ -139,9 +145,11 @@ def macer_method_loss(
 _COMMON = {"num_noise_vec": 16, "beta": 16.0, "gamma": 8.0, "num_chunks": 4}
 _PAPER = {
     0.25: {**_COMMON, "lbd": 12.0, "deferred": None},
-    0.5: {**_COMMON, "lbd": 6.0, "deferred": None},
+    0.5: {**_COMMON, "lbd": 4.0, "deferred": None},
     1.0: {**_COMMON, "lbd": 12.0, "deferred": 50},
 }
+#: The training command of ``EXPERIMENTS.MD`` as written (lambda 6 at sigma = 0.5; see the module docstring).
+_PAPER_COMMAND = {**_PAPER, 0.5: {**_PAPER[0.5], "lbd": 6.0}}
 _ORIGINAL = {sigma: {**_COMMON, "lbd": 12.0, "deferred": None, "num_chunks": 1} for sigma in (0.25, 0.5, 1.0)}
 
 #: MACER's own optimiser settings (``main.py`` of ``RuntianZ/macer``): its ``MultiStepLR([200, 400])``
@@ -157,7 +165,8 @@ MACER = Method(
     paper="Zhai et al. MACER: Attack-free and Scalable Robust Training via Maximizing Certified Radius. ICLR 2020",
     loss=macer_method_loss,
     defaults={"num_noise_vec": 16, "lbd": 16.0, "beta": 16.0, "gamma": 8.0, "deferred": None, "num_chunks": 1},
-    presets={"paper": _PAPER, "original": _ORIGINAL, "quick": quick_schedule(_PAPER, "deferred")},
+    presets={"paper": _PAPER, "paper-command": _PAPER_COMMAND, "original": _ORIGINAL,
+             "quick": quick_schedule(_PAPER, "deferred")},
     chunks="num_chunks",
     description="cross-entropy of the smoothed soft classifier plus a hinge on its soft certified radius",
     declared={

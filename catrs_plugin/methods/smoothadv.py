@@ -36,7 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from catrs_plugin.methods.base import HyperParameter, Method, Observer, TrainBatch
-from catrs_plugin.methods.smoothed import flat_norms, frozen, noisy_logits, quick_schedule, smoothed_nll
+from catrs_plugin.methods.smoothed import (
+    flat_norms,
+    frozen,
+    input_gradient,
+    noisy_logits,
+    quick_schedule,
+    smoothed_nll,
+)
 
 
 def smoothadv_attack(
@@ -49,6 +56,8 @@ def smoothadv_attack(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """L2 PGD on the smoothed soft classifier; returns ``x + delta``, detached.
+
+    Under float16 autocast the gradients are loss-scaled (:func:`~catrs_plugin.methods.smoothed.input_gradient`).
 
     Parameters
     ----------
@@ -67,11 +76,13 @@ def smoothadv_attack(
     """
     step = 2.0 * epsilon / num_steps
     delta = torch.zeros_like(inputs)
+
+    def loss_of(point: torch.Tensor) -> torch.Tensor:
+        return smoothed_nll(noisy_logits(model, inputs + point, noises), targets)
+
     with frozen(model):
         for _ in range(num_steps):
-            delta.requires_grad_(True)
-            loss = smoothed_nll(noisy_logits(model, inputs + delta, noises), targets)
-            (grad,) = torch.autograd.grad(loss, [delta])
+            grad = input_gradient(loss_of, delta)
             norms = flat_norms(grad)
             # A random direction is drawn for every example and used where the gradient is zero:
             # no step waits for the GPU to say whether any example is stuck.

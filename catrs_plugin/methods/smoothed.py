@@ -7,7 +7,7 @@ Noises are laid out as ``(M, B, *input_shape)`` (one slice per noise draw, as
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,14 @@ PAPER_EPOCHS = 150
 
 #: Training length of ``catrs compare --preset quick``, in epochs (see :mod:`catrs_plugin.compare.plan`).
 QUICK_EPOCHS = 40
+
+#: The reference's MNIST optimiser settings (LeNet): the MNIST command of ``EXPERIMENTS.MD``
+#: (``train_cohen.py mnist lenet --lr 0.01 --lr_step_size 50 --epochs 150``, batch 256 by default);
+#: every released MNIST-like training log of the reference trains at lr 0.01.
+MNIST_TRAINING = {"epochs": 150, "batch_size": 256, "lr": 0.01, "lr_step_size": 50}
+
+#: Loss scale an input-gradient search starts from under float16 autocast (``GradScaler``'s initial scale).
+SEARCH_LOSS_SCALE = 2.0**16
 
 
 def quick_schedule(
@@ -77,3 +85,40 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for parameter, flag in zip(model.parameters(), flags):
             parameter.requires_grad_(flag)
+
+
+def input_gradient(loss_of: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor) -> torch.Tensor:
+    """The gradient of the scalar ``loss_of(point)`` with respect to ``point``, for the searches of the methods.
+
+    Under float16 autocast (``TrainConfig(amp="fp16")``) the backward pass runs in float16, whose
+    smallest positive number is about 6e-8: the input gradients of a loss on a model that is
+    already confident underflow to zero, and a search would stop moving (or, in SmoothAdv, step
+    along its random fallback direction). As ``GradScaler`` does for the weights, the loss is
+    multiplied by :data:`SEARCH_LOSS_SCALE` (a power of two, so that the division afterwards is
+    exact), halved and recomputed while the gradient is not finite (the check waits for the
+    device once per call). bfloat16 has float32's range, so under it and without autocast the
+    gradient is computed directly. MACER searches nothing: its only backward pass is the
+    training step's, which the training loop's ``GradScaler`` scales.
+
+    Parameters
+    ----------
+    loss_of : callable
+        Maps the point (a leaf recording gradients) to the scalar loss; called again for each retry.
+    point : torch.Tensor
+        Where to take the gradient (detached here).
+
+    Returns
+    -------
+    torch.Tensor
+        The gradient, of the shape and dtype of ``point``.
+    """
+    point = point.detach().requires_grad_(True)
+    device_type = point.device.type
+    if not (torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16):
+        return torch.autograd.grad(loss_of(point), [point])[0]
+    scale = SEARCH_LOSS_SCALE
+    while True:
+        (grad,) = torch.autograd.grad(loss_of(point) * scale, [point])
+        if scale <= 1.0 or bool(torch.isfinite(grad).all()):
+            return grad / scale
+        scale /= 2.0

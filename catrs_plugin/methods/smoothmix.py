@@ -41,6 +41,7 @@ from catrs_plugin.methods.smoothed import (
     average_softmax,
     flat_norms,
     frozen,
+    input_gradient,
     noisy_logits,
     quick_schedule,
     smoothed_nll,
@@ -67,6 +68,8 @@ def smoothmix_attack(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The SmoothMix PGD: returns the clean side ``x_s`` and the adversarial side ``x_T``.
 
+    Under float16 autocast the gradients are loss-scaled (:func:`~catrs_plugin.methods.smoothed.input_gradient`).
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -88,13 +91,15 @@ def smoothmix_attack(
     """
     adversarial = inputs.detach()
     start = inputs.detach()
+
+    def loss_of(point: torch.Tensor) -> torch.Tensor:
+        return smoothed_nll(noisy_logits(model, point, noises), targets, reduction="sum")
+
     with frozen(model):
         for step in range(num_steps):
             if step == mix_step:
                 start = adversarial
-            adversarial = adversarial.detach().requires_grad_(True)
-            loss = smoothed_nll(noisy_logits(model, adversarial, noises), targets, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, [adversarial])
+            grad = input_gradient(loss_of, adversarial)
             adversarial = _project(adversarial + step_size * grad / (flat_norms(grad) + 1e-8), inputs, maxnorm)
     return _project(start, inputs, maxnorm_s), adversarial
 

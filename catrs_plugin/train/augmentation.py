@@ -7,7 +7,7 @@ for a whole batch at once where the batch already is (on the GPU, in-memory trai
 never sent back to the CPU to be cropped): for every image an offset in ``0 .. 2 * padding``
 along each axis of the zero-padded image, and a flip with probability 1/2, all from the
 generator it is given. :class:`catrs_plugin.train.loop.TensorData` seeds that generator from
-``(seed, epoch, batch)``, so a resumed run sees exactly the images an uninterrupted run sees.
+``(seed, epoch, batch)`` (the stream domain :data:`~catrs_plugin.utils.streams.AUGMENTATION`), so a resumed run sees exactly the images an uninterrupted run sees.
 
 An augmentation is any callable ``augment(x, generator) -> x`` on a batch ``(B, C, H, W)``
 in [0, 1]; a registered dataset names its own in :attr:`catrs_plugin.plugins.specs.DatasetSpec.augment`.
@@ -21,15 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from catrs_plugin.certify.smoothing import derive_seed
+from catrs_plugin.utils import streams
 from catrs_plugin.utils.validation import check_positive_int
 
 #: ``augment(x, generator) -> x``: a batch transform drawing its randomness from ``generator``.
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-#: Stream of :func:`one_view`'s generators (the training loop uses streams 0 to 2 of an epoch).
-VIEW_STREAM = 4
-
 
 class RandomCropFlip:
     """``RandomCrop(size, padding)`` followed by ``RandomHorizontalFlip()``, batched on the device.
@@ -80,7 +76,8 @@ def one_view(
 
     The reference computes the teacher's smoothed predictions by iterating its augmented
     training set once, so each soft label belongs to one random crop and flip of its image.
-    Batch ``k`` is drawn from a generator seeded by ``(seed, VIEW_STREAM, k)``.
+    Batch ``k`` is drawn from a generator seeded by ``(seed, k)`` in the stream domain
+    :data:`~catrs_plugin.utils.streams.SOFT_LABEL_VIEWS`.
 
     Returns
     -------
@@ -92,7 +89,7 @@ def one_view(
     tensor = torch.as_tensor(np.asarray(x, dtype=np.float32))
     views = []
     for number, start in enumerate(range(0, len(tensor), batch_size)):
-        generator = torch.Generator(device=device).manual_seed(derive_seed(seed, VIEW_STREAM, number))
+        generator = streams.generator(streams.SOFT_LABEL_VIEWS, seed, number, device=device)
         views.append(augment(tensor[start : start + batch_size].to(device), generator).cpu())
     return torch.cat(views).numpy()
 

@@ -9,7 +9,7 @@ Two kinds of registered datasets (:class:`~catrs_plugin.plugins.specs.DatasetSpe
   augments one image at a time; training reads it through a ``DataLoader`` with worker
   processes (:class:`~catrs_plugin.train.loop.LoaderData`), as the reference code does. Every
   example is drawn with torch's random number generator seeded from ``(seed, epoch, index)``
-  (:class:`SeededDataset`), so the crops do not depend on the number of workers and a resumed
+  in the domain :data:`~catrs_plugin.utils.streams.LOADER_AUGMENTATION` (:class:`SeededDataset`), so the crops do not depend on the number of workers and a resumed
   run sees the same images as an uninterrupted one.
 
 CAT-RS's soft labels are the smoothed predictions of a Gaussian teacher on the training
@@ -31,27 +31,25 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from catrs_plugin.certify.smoothing import Smooth, derive_seed, model_device
+from catrs_plugin.certify.smoothing import Smooth, model_device
 from catrs_plugin.plugins.specs import DatasetSpec
-from catrs_plugin.train.augmentation import VIEW_STREAM, one_view
+from catrs_plugin.train.augmentation import one_view
 from catrs_plugin.train.data_schedule import epoch_order
 from catrs_plugin.train.loop import LoaderData, TensorData, rank_share
 from catrs_plugin.train.soft_labels import smoothed_soft_labels, soft_labels_to_file
-from catrs_plugin.utils import locking, provenance
+from catrs_plugin.utils import locking, provenance, streams
 from catrs_plugin.utils.atomic import save_npy_atomic
 from catrs_plugin.utils.defaults import DEFAULT_WORKERS
 from catrs_plugin.utils.validation import check_output_file, check_positive_int, check_soft_labels
-
-#: Stream of the per-example generators of :class:`SeededDataset` during training.
-LOADER_STREAM = 3
 
 
 class SeededDataset(Dataset):
     """A map-style dataset whose per-example random transform is seeded by ``(seed, epoch, index)``.
 
     Each item is drawn inside ``torch.random.fork_rng`` with torch's generator seeded from
-    ``(seed, epoch, stream, index)``: the same in the main process and in any worker, and the
-    caller's random state is left as it was.
+    ``(seed, epoch, index)`` in a stream domain (:mod:`catrs_plugin.utils.streams`;
+    :data:`~catrs_plugin.utils.streams.LOADER_AUGMENTATION` in training): the same in the main
+    process and in any worker, and the caller's random state is left as it was.
 
     Parameters
     ----------
@@ -65,18 +63,18 @@ class SeededDataset(Dataset):
     def __init__(self, dataset: Dataset, soft_labels: np.ndarray | None = None) -> None:
         self.dataset = dataset
         self.soft = None if soft_labels is None else torch.as_tensor(np.asarray(soft_labels, dtype=np.float32))
-        self.seed, self.epoch, self.stream = 0, 0, LOADER_STREAM
+        self.seed, self.epoch, self.domain = 0, 0, streams.LOADER_AUGMENTATION
 
-    def set_epoch(self, seed: int, epoch: int, stream: int = LOADER_STREAM) -> None:
-        """Draw the next iteration's transforms for ``(seed, epoch)`` (called by ``LoaderData``)."""
-        self.seed, self.epoch, self.stream = int(seed), int(epoch), int(stream)
+    def set_epoch(self, seed: int, epoch: int, domain: str = streams.LOADER_AUGMENTATION) -> None:
+        """Draw the next iteration's transforms for ``(seed, epoch)`` in ``domain`` (called by ``LoaderData``)."""
+        self.seed, self.epoch, self.domain = int(seed), int(epoch), domain
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(self.seed, self.epoch, self.stream, int(index)))
+            torch.manual_seed(streams.derive_seed(self.domain, self.seed, self.epoch, int(index)))
             x, y = self.dataset[index]
         return (x, y) if self.soft is None else (x, y, self.soft[index])
 
@@ -181,6 +179,7 @@ def training_soft_labels(
     n_examples: int | None = None,
     batch_size: int | str = 1000,
     workers: int = DEFAULT_WORKERS,
+    autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """The teacher's smoothed predictions on one augmented view of every training example.
@@ -201,6 +200,8 @@ def training_soft_labels(
         Noisy samples per forward pass (results do not depend on it).
     workers : int
         Worker processes decoding file-based data.
+    autocast_dtype : torch.dtype, optional
+        Run the teacher under autocast in this dtype (default: fp32).
     progress : bool
         Show a progress bar.
 
@@ -212,10 +213,11 @@ def training_soft_labels(
     device = model_device(teacher)
     if spec.train_dataset is None:
         return smoothed_soft_labels(teacher, training_views(spec, seed, device, data_dir, n_examples),
-                                    spec.num_classes, sigma, n, batch_size=batch_size, seed=seed, progress=progress)
+                                    spec.num_classes, sigma, n, batch_size=batch_size, seed=seed,
+                                    autocast_dtype=autocast_dtype, progress=progress)
     dataset = SeededDataset(spec.train_dataset(data_dir=data_dir, n_examples=n_examples))
-    dataset.set_epoch(seed, 0, VIEW_STREAM)
-    smooth = Smooth(teacher, spec.num_classes, sigma, batch_size=batch_size, seed=seed)
+    dataset.set_epoch(seed, 0, streams.SOFT_LABEL_VIEWS)
+    smooth = Smooth(teacher, spec.num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype)
     parts, offset = [], 0
     loader = loader_of(dataset, 256, shuffle=False, workers=workers, pin_memory=device.type == "cuda")
     for x, _ in tqdm(loader, desc="soft labels", unit="batch", disable=not progress):
@@ -248,6 +250,8 @@ def training_soft_labels_to_file(
     n_examples: int | None = None,
     batch_size: int | str = 1000,
     workers: int = DEFAULT_WORKERS,
+    autocast_dtype: torch.dtype | None = None,
+    resume: bool = True,
     progress: bool = False,
 ) -> int:
     """:func:`training_soft_labels` written to ``outfile`` (``.npy``) with its provenance record.
@@ -255,8 +259,9 @@ def training_soft_labels_to_file(
     In-memory datasets go through :func:`~catrs_plugin.train.soft_labels.soft_labels_to_file`, which
     resumes after the last finished row; file-based ones (ImageNet) are computed in one go. A
     finished ``outfile`` is reused only when its record matches (the teacher's weights, the
-    images or, for file-based data, the dataset, folder and count, ``sigma``, ``n`` and
-    ``seed``); otherwise :class:`~catrs_plugin.utils.provenance.ProvenanceError` names what differs.
+    images or, for file-based data, the dataset, folder and count, ``sigma``, ``n``, ``seed``
+    and the precision); otherwise :class:`~catrs_plugin.utils.provenance.ProvenanceError` names
+    what differs. ``resume=False`` computes them afresh.
 
     Returns
     -------
@@ -268,17 +273,19 @@ def training_soft_labels_to_file(
     if spec.train_dataset is None:
         x = training_views(spec, seed, model_device(teacher), data_dir, n_examples)
         return soft_labels_to_file(teacher, x, spec.num_classes, sigma, outfile, n=n, batch_size=batch_size,
-                                   seed=seed, settings=settings, progress=progress)
+                                   seed=seed, autocast_dtype=autocast_dtype, settings=settings, resume=resume,
+                                   progress=progress)
     outfile = Path(outfile)
     root = Path(data_dir if data_dir is not None else "data").resolve()
     record = {"command": "soft-labels", "model": provenance.weights_digest(teacher), "data_dir": str(root),
               "n_examples": n_examples, "classes": spec.num_classes, "sigma": float(sigma), "N": int(n),
-              "seed": int(seed), "precision": provenance.precision_name(None), **settings}
+              "seed": int(seed), "precision": provenance.precision_name(autocast_dtype), **settings}
     with locking.exclusive(check_output_file(outfile, "soft labels file"), "soft labels"):
-        if provenance.reuse(outfile, record, what="soft labels"):
+        if resume and provenance.reuse(outfile, record, what="soft labels"):
             return 0
         soft = training_soft_labels(teacher, spec, sigma, n, seed, data_dir, n_examples=n_examples,
-                                    batch_size=batch_size, workers=workers, progress=progress)
+                                    batch_size=batch_size, workers=workers, autocast_dtype=autocast_dtype,
+                                    progress=progress)
         provenance.save(outfile, record, lambda path: save_npy_atomic(path, soft))
     return len(soft)
 

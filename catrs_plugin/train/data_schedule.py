@@ -19,20 +19,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from catrs_plugin.certify.smoothing import derive_seed
 from catrs_plugin.methods.base import DataSchedule, EpochView, Method
-
-#: Stream of the generator a schedule hook draws from: ``(seed, epoch, SCHEDULE_STREAM)``.
-SCHEDULE_STREAM = 5
-
-#: Stream of the augmentation of the examples a hook reads (in-memory data):
-#: ``(seed, epoch, SCHEDULE_VIEW_STREAM, batch)``.
-SCHEDULE_VIEW_STREAM = 6
+from catrs_plugin.utils import streams
 
 
 def epoch_order(count: int, seed: int, epoch: int) -> torch.Tensor:
     """The order in which epoch ``epoch`` visits ``count`` examples (a permutation seeded by ``(seed, epoch)``)."""
-    return torch.randperm(count, generator=torch.Generator().manual_seed(derive_seed(seed, epoch, 0)))
+    return torch.randperm(count, generator=streams.generator(streams.EPOCH_ORDER, seed, epoch))
 
 
 def scheduled_order(schedule: DataSchedule, seed: int, epoch: int) -> torch.Tensor:
@@ -47,7 +40,7 @@ def scheduled_order(schedule: DataSchedule, seed: int, epoch: int) -> torch.Tens
     indices = torch.from_numpy(np.asarray(schedule.indices, dtype=np.int64))
     if schedule.draws is None:
         return indices[epoch_order(len(indices), seed, epoch)]
-    generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
+    generator = streams.generator(streams.EPOCH_ORDER, seed, epoch)
     if schedule.weights is None:
         return indices[torch.randint(len(indices), (schedule.draws,), generator=generator)]
     weights = torch.as_tensor(schedule.weights, dtype=torch.float64)
@@ -77,7 +70,7 @@ def next_schedule(
     view = EpochView(
         model=model, epoch=epoch, sigma=sigma, size=training_size(data),
         examples=lambda indices, batch_size: data.views(indices, batch_size, device, seed, epoch),
-        generator=torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, SCHEDULE_STREAM)),
+        generator=streams.generator(streams.DATA_SCHEDULE, seed, epoch, device=device),
     )
     schedule = method.schedule(view, current, **hyperparameters).check(
         view.size, f"the data schedule of method {method.name!r} for epoch {epoch + 1}")
@@ -126,5 +119,5 @@ def schedule_from_state(state: Any, count: int, path: str) -> DataSchedule:
                         state.get("draws")).check(count, source)
 
 
-__all__ = ["SCHEDULE_STREAM", "SCHEDULE_VIEW_STREAM", "training_size", "epoch_order", "next_schedule",
+__all__ = ["training_size", "epoch_order", "next_schedule",
            "schedule_from_state", "schedule_state", "scheduled_order"]

@@ -6,7 +6,8 @@ Per epoch: set the learning rate the reference scripts use in that epoch
 augmentation, drawn from a generator seeded by ``(seed, epoch, batch)``; split each loader
 batch into ``method.chunks`` optimizer steps (the reference code's mini-batch chunking);
 compute the method's loss with noise drawn from a device generator seeded by
-``(seed, epoch)``; write a checkpoint atomically. A method with a data schedule
+``(seed, epoch)``; write a checkpoint atomically. Each of these streams has its own domain
+(:mod:`catrs_plugin.utils.streams`), which no certification stream shares. A method with a data schedule
 (:attr:`~catrs_plugin.methods.base.Method.schedule`) chooses at the start of each epoch which
 examples it draws and how often (:mod:`catrs_plugin.train.data_schedule`); the schedule is part of
 the checkpoint. A run restarted with the same arguments
@@ -47,11 +48,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
-from catrs_plugin.certify.smoothing import derive_seed, model_device
+from catrs_plugin.certify.smoothing import model_device
 from catrs_plugin.methods.base import DataSchedule, Method, TrainBatch
 from catrs_plugin.train.checkpoint import check_training_state, load_state, read_checkpoint, save_checkpoint
 from catrs_plugin.train.data_schedule import (
-    SCHEDULE_VIEW_STREAM,
     epoch_order,
     next_schedule,
     schedule_from_state,
@@ -62,7 +62,7 @@ from catrs_plugin.train.data_schedule import (
 from catrs_plugin.train.fast_step import COMPILE_MODES, begin_step, compiled_for_training
 from catrs_plugin.train.records import add_epoch_scalars, tensorboard_writer, write_metrics
 from catrs_plugin.train.schedules import learning_rate
-from catrs_plugin.utils import locking, provenance
+from catrs_plugin.utils import locking, provenance, streams
 from catrs_plugin.utils.validation import check_choice, check_non_negative, check_positive_int, check_sigma
 
 logger = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ class TensorData:
             take = order[start : start + batch_size]
             x = self.x[take].to(device)
             if self.augment is not None:
-                x = self.augment(x, torch.Generator(device=device).manual_seed(derive_seed(seed, epoch, 2, number)))
+                x = self.augment(x, streams.generator(streams.AUGMENTATION, seed, epoch, number, device=device))
             keep = rank_share(len(take), rank, world)
             soft = None if self.soft is None else self.soft[take[keep]].to(device)
             yield x[keep], self.y[take[keep]].to(device), soft
@@ -254,15 +254,14 @@ class TensorData:
         self, indices: np.ndarray, batch_size: int, device: torch.device, seed: int, epoch: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x, y)`` batches of the examples ``indices``, in that order, on ``device``, with the
-        training augmentation drawn from a generator seeded by ``(seed, epoch, SCHEDULE_VIEW_STREAM, batch)``
+        training augmentation drawn from the stream ``(SCHEDULE_VIEWS, seed, epoch, batch)``
         (what a data schedule reads, :attr:`~catrs_plugin.methods.base.EpochView.examples`)."""
         order = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.x.device)
         for number, start in enumerate(range(0, len(order), batch_size)):
             take = order[start : start + batch_size]
             x = self.x[take].to(device)
             if self.augment is not None:
-                stream = derive_seed(seed, epoch, SCHEDULE_VIEW_STREAM, number)
-                x = self.augment(x, torch.Generator(device=device).manual_seed(stream))
+                x = self.augment(x, streams.generator(streams.SCHEDULE_VIEWS, seed, epoch, number, device=device))
             yield x, self.y[take].to(device)
 
     def to(self, device: torch.device) -> "TensorData":
@@ -312,7 +311,7 @@ class LoaderData:
         if sharded:
             batch_sampler.set_epoch(seed, epoch, rank, world, **({} if order is None else {"order": order}))
         elif isinstance(sampler, RandomSampler):
-            sampler.generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0))
+            sampler.generator = streams.generator(streams.EPOCH_ORDER, seed, epoch)
         dataset = getattr(self.loader, "dataset", None)
         if callable(getattr(dataset, "set_epoch", None)):
             dataset.set_epoch(seed, epoch)
@@ -475,8 +474,8 @@ def train(
             schedule = next_schedule(method, hyperparameters, schedule, model, data, epoch=epoch, sigma=sigma,
                                      seed=config.seed, device=device, world=world)
             order = scheduled_order(schedule, config.seed, epoch)
-        streams = (config.seed, epoch, 1) if world == 1 else (config.seed, epoch, 1, rank)
-        generator = torch.Generator(device=device).manual_seed(derive_seed(*streams))
+        keys = (config.seed, epoch) if world == 1 else (config.seed, epoch, rank)
+        generator = streams.generator(streams.TRAINING_NOISE, *keys, device=device)
         net.train()
         total, count = torch.zeros((), device=device), 0
         correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
@@ -603,9 +602,10 @@ def _provenance(
         identity = f"{type(data.loader).__name__} of {batches} batches"
     optimisation = ("seed", "batch_size", "lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop",
                     "lr_milestones", "amp", "channels_last", "compile")
-    return {**dict(checkpoint_fields or {}), "method": method.name, "hyperparameters": dict(hyperparameters),
-            "sigma": sigma, "architecture": provenance.architecture_digest(model), "data": identity,
-            **{name: getattr(config, name) for name in optimisation}}
+    return provenance.stamped({**dict(checkpoint_fields or {}), "method": method.name,
+                               "hyperparameters": dict(hyperparameters), "sigma": sigma,
+                               "architecture": provenance.architecture_digest(model), "data": identity,
+                               **{name: getattr(config, name) for name in optimisation}})
 
 
 def _resume(

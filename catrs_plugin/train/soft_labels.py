@@ -29,21 +29,25 @@ def smoothed_soft_labels(
     num_classes: int,
     sigma: float = 0.25,
     n: int = 10_000,
-    batch_size: int = 1000,
+    batch_size: int | str = 1000,
     seed: int = 0,
     progress: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Class frequencies of ``teacher(x + N(0, sigma^2 I))`` over ``n`` samples per example.
 
     The paper uses a Gaussian-trained teacher at ``sigma = 0.25`` with ``n = 10,000`` and the same
-    soft labels for every training sigma.
+    soft labels for every training sigma, computed on one random crop and flip of each training
+    image (:func:`catrs_plugin.train.data.training_soft_labels` draws those views). ``autocast_dtype``
+    runs the teacher under autocast (default: fp32).
 
     Returns
     -------
     numpy.ndarray
         ``(examples, num_classes)`` float32, rows summing to 1.
     """
-    smooth = Smooth(teacher, num_classes, sigma, batch_size=batch_size, seed=seed, progress=progress)
+    smooth = Smooth(teacher, num_classes, sigma, batch_size=batch_size, seed=seed, autocast_dtype=autocast_dtype,
+                    progress=progress)
     return smooth.class_frequencies(x, n)
 
 

@@ -12,7 +12,10 @@ recorded.
 
 Before an existing output is continued or reused, its recorded settings must equal the current
 ones; otherwise :class:`ProvenanceError` names every setting that differs. An existing output
-without a record is refused as well: nothing says it belongs to this run.
+without a record is refused as well: nothing says it belongs to this run. Every record also
+carries ``noise_streams``, the version of the seed derivation (:data:`catrs_plugin.utils.streams.SCHEME`,
+added by :func:`stamped`): an output whose random draws came from another version (or from the
+unversioned first one) is refused, never continued with draws of this one.
 
 Where the record lives: files keep their format (Cohen-format TSVs stay readable by other
 tools), so the record is a sidecar ``<file>.provenance.json`` written atomically next to the
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+from catrs_plugin.utils import streams
 from catrs_plugin.utils.atomic import write_atomic
 from catrs_plugin.utils.reading import FormatError, parsing, read_text
 from catrs_plugin.utils.validation import is_tensor
@@ -51,6 +55,9 @@ SIDECAR_SUFFIX = ".provenance.json"
 
 #: How to start afresh, for callers of the Python functions (the command line says it its own way).
 DEFAULT_HINT = "to start afresh, pass resume=False (catrs commands: --restart), delete it or choose another path"
+
+#: The setting of every record that holds the seed derivation's version (:data:`catrs_plugin.utils.streams.SCHEME`).
+STREAMS_SETTING = "noise_streams"
 
 #: Segments that wrappers (``DataParallel``, ``DistributedDataParallel``, ``torch.compile``)
 #: add to state-dict keys; the same weights give the same digest with or without them.
@@ -78,6 +85,11 @@ class ProvenanceError(ValueError):
 
     def __reduce__(self):  # picklable (worker processes send their exceptions back)
         return type(self), (self.problem, self.path, self.hint)
+
+
+def stamped(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with :data:`STREAMS_SETTING`: what every record holds (records written here get it themselves)."""
+    return {**dict(settings), STREAMS_SETTING: streams.SCHEME}
 
 
 def sidecar(path: str | os.PathLike) -> Path:
@@ -230,11 +242,22 @@ def check(recorded: Mapping[str, Any] | None, settings: Mapping[str, Any], path:
             "next to it, or it was written by an older version): it may hold another model's or setting's results",
             path, hint,
         )
-    changed = differences(recorded, settings, ignore=ignore)
+    check_streams(recorded, path, what, hint)
+    changed = differences(recorded, stamped(settings), ignore=ignore)
     if changed:
         raise ProvenanceError(
             f"{what} {str(path)!r} was produced with other settings ({'; '.join(changed)}), so it cannot be continued",
             path, hint,
+        )
+
+
+def check_streams(recorded: Mapping[str, Any], path: str | os.PathLike, what: str, hint: str = DEFAULT_HINT) -> None:
+    """Raise :class:`ProvenanceError` unless the record was written under this version of the noise-stream seeds."""
+    if recorded.get(STREAMS_SETTING) != streams.SCHEME:
+        raise ProvenanceError(
+            f"{what} {str(path)!r} was produced under version {recorded.get(STREAMS_SETTING, 1)} of the noise-stream "
+            f"seeds, this is version {streams.SCHEME} (catrs_plugin.utils.streams): its random draws are not this "
+            "version's, so it cannot be continued or reused", Path(path), hint,
         )
 
 
@@ -267,8 +290,8 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_record(path: str | os.PathLike, settings: Mapping[str, Any]) -> None:
-    """Write the record next to ``path`` atomically."""
-    write_atomic(sidecar(path), json.dumps(normalise(settings), indent=1, sort_keys=True) + "\n")
+    """Write the record (:func:`stamped` ``settings``) next to ``path`` atomically."""
+    write_atomic(sidecar(path), json.dumps(normalise(stamped(settings)), indent=1, sort_keys=True) + "\n")
 
 
 def start(path: str | os.PathLike, settings: Mapping[str, Any], resume: bool = True, what: str = "output",

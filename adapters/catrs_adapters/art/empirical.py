@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from catrs_plugin.certify.files import predict_to_file
-from catrs_plugin.certify.smoothing import derive_seed, evaluating, model_device
+from catrs_plugin.certify.smoothing import evaluating, model_device
 from catrs_plugin.plugins.specs import AttackSpec
-from catrs_plugin.utils import locking, provenance
+from catrs_plugin.utils import locking, provenance, streams
 from catrs_plugin.utils.atomic import save_npy_atomic
 from catrs_plugin.utils.reading import load_npy
 
@@ -51,8 +51,8 @@ def pgd_examples(
 ) -> np.ndarray:
     """ART L2 PGD examples against the smoothed soft classifier of ``model`` at noise level ``sigma``.
 
-    The gradient noise comes from the global generator, seeded from ``seed`` inside a forked
-    random state, so the examples are reproducible and the caller's state is untouched.
+    The gradient noise comes from the global generator, seeded from ``(seed, eps)`` in the stream
+    domain :data:`~catrs_plugin.utils.streams.ATTACK` inside a forked random state, so the examples are reproducible and the caller's state is untouched.
 
     Returns
     -------
@@ -73,7 +73,7 @@ def pgd_examples(
         batch_size=ATTACK_BATCH, verbose=progress,
     )
     with evaluating(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(derive_seed(seed, int(round(eps * 1e6)), 2))
+        torch.manual_seed(streams.derive_seed(streams.ATTACK, seed, int(round(eps * 1e6))))
         return attack.generate(np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64)).astype(np.float32)
 
 

@@ -13,6 +13,8 @@ and replaces the work behind them:
 * ``fit`` and ``fit_generator`` take ART's arguments (``training_mode``, ``drop_last``, the
   caller's ``scheduler``, ``validation_data``) and train with a registered method (CAT-RS by
   default) through :func:`catrs_plugin.train.loop.train` (see :mod:`catrs_adapters.art.fitting`);
+  ART's ``fit(x, y)`` without soft labels runs the paper's whole CAT-RS recipe (a Gaussian
+  teacher, its smoothed predictions, then CAT-RS);
 * ``loss_gradient``, ``class_gradient``, ``compute_loss`` and, for ART's attacks, ``predict``
   are those of the smoothed soft classifier (:class:`~catrs_adapters.art.modules.SmoothedSoft`),
   so ART's attacks attack the smoothed classifier rather than the bare base classifier; the
@@ -36,13 +38,14 @@ from art.estimators.certification.randomized_smoothing import PyTorchRandomizedS
 from torch import nn
 
 from catrs_adapters.art.attacks import attack_in_progress
-from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
+from catrs_adapters.art.fitting import TEACHER_SAMPLES, fit_soft_labels, loader_data, tensor_data, train_estimator
 from catrs_adapters.art.inputs import check_clip_values, checked_inputs
 from catrs_adapters.art.modules import Preprocessed, SmoothedSoft
 from catrs_plugin.certify.sequential import DEFAULT_RADII
-from catrs_plugin.certify.smoothing import PREDICTION, Smooth, derive_seed
+from catrs_plugin.certify.smoothing import PREDICTION, Smooth
 from catrs_plugin.methods.base import Method
 from catrs_plugin.plugins.registry import get_registry
+from catrs_plugin.utils import streams
 from catrs_plugin.utils.validation import (
     check_alpha,
     check_autocast_dtype,
@@ -82,7 +85,7 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
     >>> from art.estimators.certification.randomized_smoothing import PyTorchCATRS  # doctest: +SKIP
     >>> smoothed = PyTorchCATRS(model, torch.nn.CrossEntropyLoss(), (3, 32, 32), 10,
     ...                         sample_size=100, scale=0.25, alpha=0.001)  # doctest: +SKIP
-    >>> smoothed.fit(x, y, nb_epochs=150, batch_size=256, soft_labels=soft)  # doctest: +SKIP
+    >>> smoothed.fit(x, y, nb_epochs=150, batch_size=256)  # teacher, soft labels, CAT-RS  # doctest: +SKIP
     >>> prediction, radius = smoothed.certify(x_test, n=100_000)  # doctest: +SKIP
     """
 
@@ -192,6 +195,9 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         verbose: bool = False,
         soft_labels: np.ndarray | None = None,
         validation_data: tuple[Any, Any] | None = None,
+        teacher: Any = None,
+        teacher_epochs: int | None = None,
+        teacher_samples: int = TEACHER_SAMPLES,
         **options: Any,
     ) -> None:
         """Train the base classifier on ``(x, y)`` with the estimator's method at sigma = ``scale``.
@@ -199,8 +205,8 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         Takes every argument of ART's ``PyTorchRandomizedSmoothing.fit``, with ART's meaning
         (see :mod:`catrs_adapters.art.fitting`), so ART's ``AdversarialTrainer`` and
         ``AdversarialTrainerMadryPGD`` train it. The ``k``-th call (``k = 0, 1, ...``) trains
-        with seed ``derive_seed(seed, k)``, so the repeated one-epoch calls of ART's trainers
-        draw fresh noise and data order.
+        with seed ``derive_seed(FIT_CALL, seed, k)`` (:mod:`catrs_plugin.utils.streams`), so the
+        repeated one-epoch calls of ART's trainers draw fresh noise and data order.
 
         Parameters
         ----------
@@ -224,20 +230,39 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         verbose : bool
             Show progress bars.
         soft_labels : numpy.ndarray, optional
-            ``(n, nb_classes)`` smoothed teacher predictions; required by CAT-RS (see
-            :func:`catrs_plugin.smoothed_soft_labels` or ``CATRSTrainer.fit(teacher=...)``).
+            ``(n, nb_classes)`` smoothed teacher predictions for CAT-RS (see
+            :func:`catrs_plugin.smoothed_soft_labels`). Without them, CAT-RS runs the paper's
+            whole recipe in this call (:func:`catrs_adapters.art.fitting.fit_soft_labels`): a
+            Gaussian teacher at sigma 0.25 is trained on ``(x, y)`` for ``teacher_epochs`` epochs
+            (or ``teacher`` is used), its smoothed predictions become the soft labels, then
+            CAT-RS trains; one INFO line says which happened.
         validation_data : tuple, optional
             ``(x_val, y_val)``: the smoothed classifier's accuracy on it (PREDICT, abstentions
             count as errors) is logged at INFO level after every epoch, as ART's trainers log theirs.
+        teacher : PyTorchRandomizedSmoothing or torch.nn.Module, optional
+            For CAT-RS without ``soft_labels``: a Gaussian-trained classifier whose smoothed
+            predictions become the soft labels (an ART estimator at its own ``scale``, a module
+            taking the raw inputs at sigma 0.25), instead of one trained here.
+        teacher_epochs : int, optional
+            Epochs of the teacher trained here (default: ``nb_epochs``, as the paper trains
+            teacher and student alike); it starts from a copy of the network as it is.
+        teacher_samples : int
+            Noise samples per example of the teacher's soft labels (10,000 in the paper).
         **options
             :class:`~catrs_plugin.train.loop.TrainConfig` settings: ``checkpoint`` (resumable),
             ``amp``, ``channels_last``, ``fused``, and, for an estimator created without an
             optimizer (ART refuses to train one; we use the paper's SGD), ``lr``, ``momentum``,
             ``weight_decay``, ``lr_step_size``, ``gamma``, ``lr_drop``.
         """
-        self._train(tensor_data(self, x, y, soft_labels), nb_epochs, batch_size, verbose, options,
-                    training_mode=training_mode, drop_last=drop_last, scheduler=scheduler,
-                    validation_data=validation_data)
+        method, hyperparameters = self._resolve_method(self.scale)
+        seed = self._next_seed()
+        soft_labels = fit_soft_labels(
+            self, method, x, y, soft_labels, teacher, nb_epochs if teacher_epochs is None else teacher_epochs,
+            teacher_samples, batch_size, verbose, seed, options, scheduler=scheduler, training_mode=training_mode,
+            drop_last=drop_last)
+        train_estimator(self, method, hyperparameters, tensor_data(self, x, y, soft_labels), nb_epochs, batch_size,
+                        verbose, seed, options, training_mode=training_mode, drop_last=drop_last, scheduler=scheduler,
+                        validation_data=validation_data)
 
     def fit_generator(  # type: ignore[override]
         self,
@@ -255,16 +280,16 @@ class PyTorchCATRS(PyTorchRandomizedSmoothing):
         checked against ``clip_values``; its own batch size applies. The other arguments are
         those of :meth:`fit`.
         """
-        self._train(loader_data(generator), nb_epochs, generator.batch_size, verbose, options,
-                    training_mode=training_mode, scheduler=scheduler, validation_data=validation_data)
-
-    def _train(self, data: Any, nb_epochs: int, batch_size: int, verbose: bool, options: Mapping[str, Any],
-               **art_options: Any) -> None:
         method, hyperparameters = self._resolve_method(self.scale)
-        seed = derive_seed(self.seed, self._fit_calls)
+        train_estimator(self, method, hyperparameters, loader_data(generator), nb_epochs, generator.batch_size,
+                        verbose, self._next_seed(), options, training_mode=training_mode, scheduler=scheduler,
+                        validation_data=validation_data)
+
+    def _next_seed(self) -> int:
+        """The training seed of this ``fit`` call: ``derive_seed(FIT_CALL, seed, k)`` for the ``k``-th call."""
+        seed = streams.derive_seed(streams.FIT_CALL, self.seed, self._fit_calls)
         self._fit_calls += 1
-        train_estimator(self, method, hyperparameters, data, nb_epochs, batch_size, verbose, seed, options,
-                        **art_options)
+        return seed
 
     def predict(  # type: ignore[override]
         self,

@@ -14,23 +14,43 @@ The learning rate:
   loop leaves a caller's optimizer's rates alone).
 * an estimator without an optimizer (ART would refuse to train it) trains with the paper's SGD
   and step schedule, set by :data:`SCHEDULE_OPTIONS`.
+
+CAT-RS without soft labels (:func:`fit_soft_labels`): ART's ``fit(x, y)`` carries no soft
+labels, so ``fit`` runs the paper's whole recipe when none are given: it trains a Gaussian
+teacher at :data:`TEACHER_SIGMA` (:func:`train_teacher`: a copy of the estimator's network as it
+is, on ``(x, y)``), takes the teacher's smoothed predictions with :data:`TEACHER_SAMPLES` noise
+samples per example (:func:`teacher_soft_labels`), then trains CAT-RS on them. The reference
+computes them on one random crop and flip of each training image; ART's ``fit`` trains on ``x``
+as given, without augmentation, so the soft labels are those of ``x`` as given. A teacher the
+caller passes skips the teacher's training. One INFO line says which happened.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
+from torch import nn
 
 from catrs_adapters.art.inputs import check_range, checked_inputs
 from catrs_adapters.art.modules import Preprocessed
 from catrs_plugin.methods.base import Method
+from catrs_plugin.plugins.registry import get_registry
 from catrs_plugin.train.loop import LoaderData, TensorData, TrainConfig, train
-from catrs_plugin.utils.validation import check_labels, check_soft_labels
+from catrs_plugin.train.soft_labels import smoothed_soft_labels
+from catrs_plugin.utils import streams
+from catrs_plugin.utils.validation import check_labels, check_positive_int, check_sigma, check_soft_labels
 
 logger = logging.getLogger(__name__)
+
+#: The paper's soft labels: the smoothed predictions of a Gaussian teacher trained and smoothed at
+#: sigma 0.25, with 10,000 noise samples per example (the same soft labels for every training sigma).
+TEACHER_SIGMA = 0.25
+TEACHER_SAMPLES = 10_000
 
 #: Options that configure the optimizer and schedule ``fit`` creates when the estimator has none.
 SCHEDULE_OPTIONS = ("lr", "momentum", "weight_decay", "lr_step_size", "gamma", "lr_drop")
@@ -184,13 +204,8 @@ def train_estimator(
         Per-epoch ``epoch``, ``loss``, ``lr``, ``seconds`` and, with ``validation_data``,
         ``val_accuracy``.
     """
-    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown training option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TRAIN_OPTIONS)}"
-        )
+    check_options(estimator, scheduler, options)
     optimizer = estimator.optimizer
-    _check_schedule(optimizer, scheduler, options)
     results: dict[int, float] = {}
     validate = None if validation_data is None else validation(estimator, validation_data, results)
     if isinstance(data, TensorData) and drop_last:
@@ -205,6 +220,120 @@ def train_estimator(
         if entry["epoch"] in results:
             entry["val_accuracy"] = results[entry["epoch"]]
     return history
+
+
+def check_options(estimator: Any, scheduler: Any, options: Mapping[str, Any]) -> None:
+    """Refuse unknown ``fit`` options and schedule options that do not apply to the estimator's optimizer."""
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown training option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(TRAIN_OPTIONS)}"
+        )
+    _check_schedule(estimator.optimizer, scheduler, options)
+
+
+def teacher_module(teacher: Any) -> tuple[nn.Module, float]:
+    """A teacher the caller passes as ``(module taking raw inputs, sigma it is smoothed at)``.
+
+    An ART randomized-smoothing estimator is smoothed at its own ``scale``, behind its
+    preprocessing; a bare ``torch.nn.Module`` (taking the raw inputs) at :data:`TEACHER_SIGMA`.
+    """
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+
+    if isinstance(teacher, PyTorchRandomizedSmoothing):
+        return Preprocessed(teacher, fit=False), check_sigma(teacher.scale, "teacher.scale")
+    if isinstance(teacher, nn.Module):
+        return teacher, TEACHER_SIGMA
+    raise ValueError(
+        f"teacher must be an ART PyTorchRandomizedSmoothing estimator or a torch.nn.Module, got {type(teacher).__name__}"
+    )
+
+
+def teacher_soft_labels(estimator: Any, teacher: nn.Module, sigma: float, x: Any, samples: int, seed: int,
+                        verbose: bool) -> np.ndarray:
+    """The class frequencies of ``teacher`` (taking raw inputs) over ``samples`` noisy copies of each input of ``x``.
+
+    ``x`` is checked against the estimator's input shape and ``clip_values``; the noise of example
+    ``i`` is its soft-label stream under ``seed``.
+    """
+    inputs = checked_inputs(x, "x", estimator.input_shape, estimator.clip_values)
+    return smoothed_soft_labels(teacher, inputs, estimator.nb_classes, sigma=sigma,
+                                n=check_positive_int(samples, "teacher_samples"), seed=seed, progress=verbose)
+
+
+def train_teacher(estimator: Any, data: TensorData, epochs: int, batch_size: int, verbose: bool, seed: int,
+                  options: Mapping[str, Any], training_mode: bool = True) -> nn.Module:
+    """Train a Gaussian teacher at :data:`TEACHER_SIGMA` as the paper does, and return its network.
+
+    The teacher is a copy of the estimator's network as it is (so it starts where the student
+    starts), behind the same preprocessing, trained on ``data`` for ``epochs`` epochs with a
+    fresh optimizer of the estimator's optimizer's class and settings (without one, the
+    paper's SGD and step schedule of ``options``). With a ``checkpoint`` option it is
+    checkpointed next to it, in ``<checkpoint>.teacher``, and resumed from there.
+    """
+    epochs = check_positive_int(epochs, "teacher_epochs")
+    network = copy.deepcopy(estimator.model)
+    own = estimator.optimizer
+    optimizer = None if own is None else type(own)(network.parameters(), **own.defaults)
+    settings = dict(options)
+    if settings.get("checkpoint"):
+        path = Path(settings["checkpoint"])
+        settings["checkpoint"] = str(path.with_name(path.name + ".teacher"))
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, progress=verbose, **settings)
+    module = Preprocessed(estimator, fit=True, training_mode=bool(training_mode), net=network)
+    train(module, get_registry().method("gaussian"), {}, TEACHER_SIGMA, data, config, optimizer=optimizer)
+    return network
+
+
+def fit_soft_labels(
+    estimator: Any,
+    method: Method,
+    x: Any,
+    y: Any,
+    soft_labels: Any,
+    teacher: Any,
+    teacher_epochs: int,
+    teacher_samples: int,
+    batch_size: int,
+    verbose: bool,
+    seed: int,
+    options: Mapping[str, Any],
+    *,
+    scheduler: Any = None,
+    training_mode: bool = True,
+    drop_last: bool = False,
+) -> Any:
+    """The soft labels ``fit(x, y)`` trains ``method`` with: those given, or else those of the paper's recipe.
+
+    Without ``soft_labels`` a method that needs them (CAT-RS) gets the smoothed predictions of
+    ``teacher``, or of a Gaussian teacher trained now for ``teacher_epochs`` epochs
+    (:func:`train_teacher`, on ``(x, y)`` with ``batch_size``, ``drop_last`` and ``options``), with
+    ``teacher_samples`` noise samples per example (see the module notes). The teacher trains with
+    seed ``derive_seed(TEACHER, seed)`` and its soft labels are drawn with that seed. Logs one
+    INFO line saying which happened (none for methods without soft labels).
+    """
+    if not method.needs_soft_labels:
+        return soft_labels
+    if soft_labels is not None:
+        logger.info("fit: %s trains with the soft labels given", method.name)
+        return soft_labels
+    check_options(estimator, scheduler, options)
+    check_positive_int(teacher_samples, "teacher_samples")  # before a teacher trains
+    teacher_seed = streams.derive_seed(streams.TEACHER, seed)
+    if teacher is None:
+        data = tensor_data(estimator, x, y, None)
+        network = train_teacher(estimator, DropLastData(data) if drop_last else data, teacher_epochs, batch_size,
+                                verbose, teacher_seed, options, training_mode)
+        module, sigma = Preprocessed(estimator, fit=False, net=network), TEACHER_SIGMA
+        what = (f"trained a Gaussian teacher (a copy of the network) at sigma {TEACHER_SIGMA:g} for {teacher_epochs} "
+                "epochs on (x, y)")
+    else:
+        module, sigma = teacher_module(teacher)
+        what = f"took the teacher given, smoothed at sigma {sigma:g}"
+    soft = teacher_soft_labels(estimator, module, sigma, x, teacher_samples, teacher_seed, verbose)
+    logger.info("fit without soft labels, so the paper's recipe: %s; its smoothed predictions on x (%d noise samples "
+                "each) are the soft labels %s now trains with", what, teacher_samples, method.name)
+    return soft
 
 
 def _check_schedule(optimizer: torch.optim.Optimizer | None, scheduler: Any, options: Mapping[str, Any]) -> None:

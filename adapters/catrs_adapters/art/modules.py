@@ -34,12 +34,15 @@ class Preprocessed(nn.Module):
     training_mode : bool
         ``False`` keeps the network in evaluation mode whatever ``train()`` asks (ART's
         ``fit(training_mode=False)``: batch-norm statistics and dropout frozen).
+    net : torch.nn.Module, optional
+        Another network behind the same preprocessing (default: the estimator's ``model``), e.g.
+        the Gaussian teacher ``fit`` trains for CAT-RS's soft labels.
 
     The module starts in the mode its network is in, so that code which restores "the mode
     it found" leaves the network as it was.
     """
 
-    def __init__(self, estimator: Any, fit: bool, training_mode: bool = True) -> None:
+    def __init__(self, estimator: Any, fit: bool, training_mode: bool = True, net: nn.Module | None = None) -> None:
         super().__init__()
         if not estimator.all_framework_preprocessing:
             raise ValueError(
@@ -47,7 +50,7 @@ class Preprocessed(nn.Module):
                 "noise can be added before them on the device; got "
                 f"{[type(p).__name__ for p in estimator.preprocessing_operations]}"
             )
-        self.net = estimator.model
+        self.net = estimator.model if net is None else net
         self.estimator = estimator
         self.fit = fit
         self.training_mode = training_mode

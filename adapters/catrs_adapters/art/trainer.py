@@ -9,16 +9,16 @@ from art.defences.trainer import Trainer
 from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 from torch import nn
 
-from catrs_adapters.art.fitting import loader_data, tensor_data, train_estimator
-from catrs_adapters.art.inputs import checked_inputs
-from catrs_adapters.art.modules import Preprocessed
+from catrs_adapters.art.fitting import (
+    TEACHER_SAMPLES,
+    loader_data,
+    teacher_module,
+    teacher_soft_labels,
+    tensor_data,
+    train_estimator,
+)
 from catrs_plugin.methods.catrs import CATRS
-from catrs_plugin.train.soft_labels import smoothed_soft_labels
-from catrs_plugin.utils.validation import check_non_negative, check_positive_int, check_sigma
-
-#: Soft-label settings of the paper: a Gaussian-trained teacher smoothed at sigma 0.25, 10,000 samples.
-TEACHER_SIGMA = 0.25
-TEACHER_SAMPLES = 10_000
+from catrs_plugin.utils.validation import check_non_negative, check_positive_int
 
 
 class CATRSTrainer(Trainer):
@@ -178,16 +178,5 @@ class CATRSTrainer(Trainer):
         self, teacher: PyTorchRandomizedSmoothing | nn.Module, x: np.ndarray, samples: int, verbose: bool
     ) -> np.ndarray:
         """Smoothed class frequencies of ``teacher`` on ``x`` (see :meth:`fit`)."""
-        if isinstance(teacher, PyTorchRandomizedSmoothing):
-            module, sigma = Preprocessed(teacher, fit=False), check_sigma(teacher.scale, "teacher.scale")
-        elif isinstance(teacher, nn.Module):
-            module, sigma = teacher, TEACHER_SIGMA
-        else:
-            raise ValueError(
-                f"teacher must be an ART PyTorchRandomizedSmoothing estimator or a torch.nn.Module, got "
-                f"{type(teacher).__name__}"
-            )
-        inputs = checked_inputs(x, "x", self._classifier.input_shape, self._classifier.clip_values)
-        return smoothed_soft_labels(module, inputs, self._classifier.nb_classes,
-                                    sigma=sigma, n=check_positive_int(samples, "teacher_samples"),
-                                    seed=self.seed, progress=verbose)
+        module, sigma = teacher_module(teacher)
+        return teacher_soft_labels(self._classifier, module, sigma, x, samples, self.seed, verbose)
