@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import catrs_plugin.compare.run as compare
 from catrs_plugin.cli import main
@@ -69,7 +70,7 @@ def test_outputs_and_shared_teacher(finished):
                   for m in ("gaussian", "smoothadv", "catrs"))
     assert summary["radii"][-1] <= largest < summary["radii"][-1] + 0.25
     for entry in summary["methods"]:
-        assert entry["n"] == 12 and entry["epochs"] == 1
+        assert entry["n"] == 12 and entry["epochs"] == 1 and entry["cpu_threads"] == torch.get_num_threads()
         assert entry["train_seconds_per_epoch"] > 0 and entry["certify_seconds_per_example"] > 0
         assert set(entry["certified_accuracy"]) == {repr(r) for r in summary["radii"]}
     assert [e["preset"] for e in summary["methods"]] == ["paper", "quick", "paper"]  # quick where defined

@@ -369,6 +369,8 @@ def evaluate_job(plan: Plan, run: Run, *, device: torch.device, log: Callable[[s
         "preset": run.preset,
         "hyperparameters": run.hyperparameters,
         "training": run.train,
+        # Bit-for-bit on the CPU only at the same thread count (the order of float sums follows it).
+        **({"cpu_threads": torch.get_num_threads()} if torch.device(device).type == "cpu" else {}),
         "epochs": len(history),
         "train_seconds_per_epoch": float(np.mean([h["seconds"] for h in history])) if history else float("nan"),
         "certify_path": str(tsv),
