@@ -167,7 +167,8 @@ def _plot(rows: dict[str, tuple[Any, dict[str, Any]]], path: str) -> None:
               for label, (results, s) in rows.items() if s["sigma"] is not None}
     if not curves:
         raise ValueError("--pa-plot needs each file's sigma: pass --sigma, or files with provenance records")
-    print(f"pA_lower CDF written to {plot_p_lower_cdf(curves, path)}")
+    settings = shared_settings([summary for _, summary in rows.values()])
+    print(f"pA_lower CDF written to {plot_p_lower_cdf(curves, path, **settings)}")
 
 
 def _read(path: str):

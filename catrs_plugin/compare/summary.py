@@ -211,14 +211,14 @@ def write_sigma_summary(comparison: Comparison, curves: dict[str, tuple[dict[str
         "radii": comparison.radii, "attack_eps": list(attack_eps), "methods": summaries,
     }))
     if curves:
-        title = f"{dataset}, sigma = {sigma}"
         # published rows were certified with their own N and alpha: the title names the budget's only without them
         settings = {} if comparison.published else {"n0": budget.n0, "n": budget.n, "alpha": budget.alpha}
         plot_certified_accuracy({label: results for label, (_, results) in curves.items()},
                                 directory / "certified_accuracy.png", title=f"{dataset}, preset {preset}",
                                 sigma=sigma, **settings)
         plot_p_lower_cdf({label: implied_p_lower(results.radius, results.correct, sigma, s["N"], s["alpha"])
-                          for label, (s, results) in curves.items()}, directory / "p_lower_cdf.png", title=title)
+                          for label, (s, results) in curves.items()}, directory / "p_lower_cdf.png",
+                         title=f"{dataset}, preset {preset}", sigma=sigma, **settings)
 
 
 def write_table(out: Path, comparisons: Sequence[Comparison], everything: Sequence[tuple[dict, CertifyResults]],

@@ -103,8 +103,18 @@ def plot_certified_accuracy(
     return _save(figure, path)
 
 
-def plot_p_lower_cdf(curves: Mapping[str, np.ndarray], path: str | os.PathLike, title: str | None = None) -> Path:
-    """Draw the empirical CDF of ``pA_lower`` on [1/2, 1] for each labelled set of rows and save it to ``path``.
+def plot_p_lower_cdf(
+    curves: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str | None = None,
+    *,
+    sigma: float | None = None,
+    n: int | None = None,
+    alpha: float | None = None,
+    n0: int | None = None,
+) -> Path:
+    """Draw the empirical CDF of ``pA_lower`` on [1/2, 1] (in percent of the inputs) for each labelled set of
+    rows and save it to ``path``.
 
     Parameters
     ----------
@@ -115,7 +125,10 @@ def plot_p_lower_cdf(curves: Mapping[str, np.ndarray], path: str | os.PathLike, 
     path : str or os.PathLike
         Image file to write; the format follows the suffix.
     title : str, optional
-        Figure title.
+        First line of the figure's title (e.g. the data set).
+    sigma, n, alpha, n0 : optional
+        The noise level and CERTIFY settings of the rows; those given are named in the title, as
+        in :func:`plot_certified_accuracy`.
 
     Returns
     -------
@@ -127,12 +140,12 @@ def plot_p_lower_cdf(curves: Mapping[str, np.ndarray], path: str | os.PathLike, 
     figure, axes = _figure()
     points = np.linspace(0.5, 1.0, CURVE_POINTS)
     for label, p_lower in curves.items():
-        axes.plot(points, p_lower_cdf(p_lower, points), label=label, drawstyle="steps-post")
+        axes.plot(points, 100 * p_lower_cdf(p_lower, points), label=label, drawstyle="steps-post")
     axes.set_xlabel("pA_lower (Phi(radius / sigma) of correctly certified inputs)")
-    axes.set_ylabel("fraction of inputs with pA_lower <= x")
+    axes.set_ylabel("inputs with pA_lower <= x (%)")
     axes.set_xlim(0.5, 1.0)
-    axes.set_ylim(0, 1)
-    _finish(figure, axes, title)
+    axes.set_ylim(0, 100)
+    _finish(figure, axes, "\n".join(part for part in (title, settings_title(sigma, n, alpha, n0)) if part))
     return _save(figure, path)
 
 
