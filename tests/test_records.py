@@ -69,7 +69,7 @@ def test_one_log_line_per_epoch(digits, caplog):
     assert len(lines) == 2
     first = history[0]
     assert lines[0] == (f"gaussian sigma=0.25 epoch 1/2: loss {first['loss']:.4f}, train accuracy "
-                        f"{100 * first['accuracy']:.1f} %, lr 0.05, {first['seconds']:.1f} s")
+                        f"{100 * first['accuracy']:.1f} %, lr 0.05, {first['seconds']:.3g} s")
 
 
 def test_bars_only_for_work_to_do(digits, tmp_path, capsys):

@@ -563,10 +563,11 @@ def train(
 
 
 def epoch_line(name: str, sigma: float, entry: Mapping[str, Any], epochs: int) -> str:
-    """``gaussian sigma=0.25 epoch 3/80: loss 0.4123, train accuracy 87.2 %, lr 0.1, 1.2 s``."""
+    """``gaussian sigma=0.25 epoch 3/80: loss 0.4123, train accuracy 87.2 %, lr 0.1, 1.23 s`` (the epoch's
+    seconds to three significant digits, so that a fast epoch does not read 0.0 s)."""
     accuracy = "-" if entry.get("accuracy") is None else f"{100 * entry['accuracy']:.1f} %"
     return (f"{name} sigma={sigma:g} epoch {entry['epoch']}/{epochs}: loss {entry['loss']:.4f}, "
-            f"train accuracy {accuracy}, lr {entry['lr']:.4g}, {entry['seconds']:.1f} s")
+            f"train accuracy {accuracy}, lr {entry['lr']:.4g}, {entry['seconds']:.3g} s")
 
 
 def _fits_on_device(data: TensorData, device: torch.device) -> bool:
