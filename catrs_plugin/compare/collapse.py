@@ -49,7 +49,7 @@ CHECK_DRAWS = 4
 
 
 def check_indices(count: int, limit: int = CHECK_EXAMPLES) -> np.ndarray:
-    """Up to ``limit`` indices spread evenly over ``0 .. count-1`` (all of them when ``count <= limit``)."""
+    """Up to ``limit`` indices spread evenly from 0 to ``count - 1`` (all of them when ``count <= limit``)."""
     return np.unique(np.linspace(0, count - 1, min(count, limit)).round().astype(np.int64)) if count else \
         np.zeros(0, dtype=np.int64)
 
