@@ -3,8 +3,8 @@
 Each phase of an example (CERTIFY's selection and estimation, PREDICT, soft labels) has its own
 generator, seeded from the phase's stream domain (:data:`PHASE_DOMAINS`, apart from every
 training stream: :mod:`catrs_plugin.utils.streams`), the seed and the example's index
-(:func:`noise_generator`, :meth:`catrs_plugin.certify.smoothing.Smooth.noise_stream`), which draws standard normal noise
-in blocks of :data:`NOISE_BLOCK` samples in stream order. The exact procedures
+(:func:`noise_generator`; :meth:`catrs_plugin.certify.smoothing.Smooth.noise_stream`), which
+draws standard normal noise in blocks of :data:`NOISE_BLOCK` samples in stream order. The exact procedures
 (:mod:`catrs_plugin.certify.smoothing`) and the sequential one
 (:mod:`catrs_plugin.certify.sequential`) read the same streams, so an example's samples are the
 same whichever procedure, batch size or batch companions it gets.
