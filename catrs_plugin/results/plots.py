@@ -62,7 +62,7 @@ def certified_accuracy_figure(
     axes.set_ylabel("certified accuracy (%)")
     axes.set_xlim(0, max_radius)
     axes.set_ylim(0, 100)
-    _finish(figure, axes, "\n".join(part for part in (title, settings_title(sigma, n, alpha, n0)) if part))
+    _finish(figure, axes, title, settings_title(sigma, n, alpha, n0))
     return figure
 
 
@@ -145,7 +145,7 @@ def plot_p_lower_cdf(
     axes.set_ylabel("inputs with pA_lower <= x (%)")
     axes.set_xlim(0.5, 1.0)
     axes.set_ylim(0, 100)
-    _finish(figure, axes, "\n".join(part for part in (title, settings_title(sigma, n, alpha, n0)) if part))
+    _finish(figure, axes, title, settings_title(sigma, n, alpha, n0))
     return _save(figure, path)
 
 
@@ -158,9 +158,10 @@ def _figure():
     return plt.subplots(figsize=(6, 4))
 
 
-def _finish(figure, axes, title: str | None) -> None:
+def _finish(figure, axes, *title_lines: str | None) -> None:
     axes.grid(alpha=0.3)
     axes.legend()
+    title = "\n".join(line for line in title_lines if line)
     if title:
         axes.set_title(title, fontsize="medium")
     figure.tight_layout()
