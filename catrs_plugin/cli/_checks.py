@@ -25,6 +25,7 @@ from catrs_plugin.utils.validation import (
     check_positive_int,
     check_seed,
     check_sigma,
+    parse_numbers,
 )
 
 #: Largest noise level the command line accepts: inputs lie in [0, 1], so noise of standard
@@ -41,10 +42,7 @@ def _each(check: Callable[[Any, str], Any]) -> Callable[[Any, str], None]:
 
     def checked(values: Any, option: str) -> None:
         if isinstance(values, str):
-            try:
-                values = [float(part) for part in values.split(",") if part.strip()]
-            except ValueError:
-                raise ValueError(f"{option} must be comma-separated numbers, got {values!r}") from None
+            values = parse_numbers(values, option)
         for value in values if isinstance(values, (list, tuple)) else [values]:
             check(value, option)
 

@@ -96,8 +96,10 @@ def add_sequential_arguments(parser: argparse.ArgumentParser) -> None:
 
 def radii_argument(text: str) -> tuple[float, ...]:
     """argparse type of ``--radii``: comma-separated numbers >= 0."""
+    from catrs_plugin.utils.validation import parse_numbers
+
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(parse_numbers(text, "--radii"))
     except ValueError:
         values = ()
     if not values or any(not (value >= 0 and value != float("inf")) for value in values):

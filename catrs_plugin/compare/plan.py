@@ -18,6 +18,7 @@ from catrs_plugin.utils.validation import (
     check_count_or_all,
     check_non_negative,
     check_positive_int,
+    parse_numbers,
 )
 
 #: Noise level of the Gaussian teacher whose smoothed predictions are CAT-RS's soft labels.
@@ -237,10 +238,7 @@ def parse_methods(text: str, registry: Registry) -> list[Method]:
 
 def parse_floats(text: str, name: str) -> list[float]:
     """Comma-separated positive numbers, e.g. ``--attack-eps 0.25,0.5``."""
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    values = parse_numbers(text, name)
     if not values or any(not v > 0 for v in values):
         raise ValueError(f"{name} must be comma-separated numbers > 0, got {text!r}")
     if len(set(values)) != len(values):

@@ -239,6 +239,20 @@ def check_soft_labels(
     return probs.astype(np.float32)
 
 
+def parse_numbers(text: str, name: str) -> list[float]:
+    """The numbers of a comma-separated option value such as ``--sigma 0.25,0.5`` (empty parts skipped).
+
+    Raises
+    ------
+    ValueError
+        If a part is not a number, naming ``name``.
+    """
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
 def check_choice(value: str, choices: Sequence[str], name: str) -> str:
     """Return ``value`` if it is one of ``choices``; otherwise list the valid ones."""
     if value not in choices:
